@@ -1,0 +1,141 @@
+"""Untuned TVM build against PyTorch eager and ONNX Runtime, measured in one run on this machine.
+
+For each (α, resolution) the same network and weights are run by the three engines with the same
+thread count; the median latency of each and the ratios to ONNX Runtime go to a JSON file.
+
+    python benchmarks/untuned_vs_peers.py [--threads 2] [--out benchmarks/results/untuned_vs_peers.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+DEFAULT_MODELS = [(1.0, 224), (0.5, 160), (0.25, 128)]
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
+    p.add_argument("--models", default=",".join(f"{a:g}-{r}" for a, r in DEFAULT_MODELS),
+                   help="comma-separated ALPHA-RESOLUTION pairs (default: %(default)s)")
+    p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per engine and model (default 3)")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "untuned_vs_peers.json")
+    return p.parse_args()
+
+
+def time_callable(fn, seconds: float, warmup: int = 10) -> dict:
+    """Median/mean/p90 of single-run latencies (ms) over about ``seconds`` of runs."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(samples) < 10:
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    samples.sort()
+    return {
+        "median_ms": statistics.median(samples),
+        "mean_ms": statistics.fmean(samples),
+        "p90_ms": samples[int(0.9 * (len(samples) - 1))],
+        "runs": len(samples),
+    }
+
+
+def main() -> int:
+    args = parse_args()
+    # Thread counts must be fixed before the engines start their pools.
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    from tvmc_mobilenet.compiler.build import BuildConfig, build_model
+    from tvmc_mobilenet.model.cost import model_cost
+    from tvmc_mobilenet.model.network import build_network
+    from tvmc_mobilenet.runtime.artifact import open_artifact
+    from tvmc_mobilenet.runtime.executor import load_local
+
+    torch.set_num_threads(args.threads)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for item in args.models.split(","):
+            alpha_text, resolution_text = item.split("-")
+            alpha, resolution = float(alpha_text), int(resolution_text)
+            config = BuildConfig(alpha=alpha, resolution=resolution, output=Path(tmp) / f"{item}.tar")
+            model_config = config.model_config()
+            print(f"{model_config.name}: building with TVM…", file=sys.stderr)
+            started = time.perf_counter()
+            build = build_model(config)
+            build_seconds = time.perf_counter() - started
+            artifact = open_artifact(build.artifact_path)
+            data = artifact.reference_input()
+
+            tvm_model = load_local(artifact)
+            tvm_stats = time_callable(lambda: tvm_model.run(data), args.seconds)
+
+            net = build_network(model_config, seed=config.seed)
+            x = torch.from_numpy(data)
+            with torch.no_grad():
+                torch_stats = time_callable(lambda: net(x), args.seconds)
+
+            onnx_path = Path(tmp) / f"{item}.onnx"
+            torch.onnx.export(net, (x,), str(onnx_path), dynamo=False, input_names=["input"])
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = args.threads
+            options.inter_op_num_threads = 1
+            session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+            ort_out = session.run(None, {"input": data})[0]
+            assert np.max(np.abs(ort_out - artifact.reference_output())) <= 1e-3 * np.max(np.abs(ort_out))
+            ort_stats = time_callable(lambda: session.run(None, {"input": data}), args.seconds)
+
+            flops = model_cost(model_config).flops
+            row = {
+                "alpha": alpha,
+                "resolution": resolution,
+                "mult_adds": model_cost(model_config).mult_adds,
+                "tvm_untuned": tvm_stats,
+                "pytorch_eager": torch_stats,
+                "onnxruntime": ort_stats,
+                "tvm_over_onnxruntime": tvm_stats["median_ms"] / ort_stats["median_ms"],
+                "tvm_over_pytorch": tvm_stats["median_ms"] / torch_stats["median_ms"],
+                "tvm_gflops": flops / tvm_stats["median_ms"] / 1e6,
+                "tvm_build_seconds": build_seconds,
+                "verification": build.verification,
+            }
+            results.append(row)
+            print(
+                f"{model_config.name}: TVM untuned {tvm_stats['median_ms']:.2f} ms, PyTorch {torch_stats['median_ms']:.2f} ms, "
+                f"ONNX Runtime {ort_stats['median_ms']:.2f} ms → TVM/ORT {row['tvm_over_onnxruntime']:.1f}×, "
+                f"TVM/PyTorch {row['tvm_over_pytorch']:.2f}×",
+                file=sys.stderr,
+            )
+    payload = {
+        "benchmark": "untuned_vs_peers",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "threads": args.threads,
+        "versions": {
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "tvm": __import__("tvm").__version__,
+        },
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

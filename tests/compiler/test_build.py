@@ -1,0 +1,151 @@
+"""Build: verified artifacts for the host, what the manifest records, what a failure leaves."""
+
+import json
+import tarfile
+
+import numpy as np
+import pytest
+
+from tvmc_mobilenet.compiler.build import BuildConfig, build_model, default_output_path
+from tvmc_mobilenet.errors import BadInputError, TargetError, VerificationError
+from tvmc_mobilenet.runtime.artifact import open_artifact
+from tvmc_mobilenet.targets.registry import resolve_target
+
+from ..conftest import TINY, requires_aarch64_cc
+from .onnx_models import conv_bn_model
+
+
+def test_tiny_artifact_is_verified_and_complete(tiny_artifact):
+    art = open_artifact(tiny_artifact)
+    m = art.manifest
+    assert m["verification"]["status"] == "passed"
+    assert m["verification"]["max_rel_error"] <= 1e-4
+    assert m["model"]["alpha"] == 0.25 and m["model"]["resolution"] == 96 and m["model"]["variant"] == "mobilenet"
+    assert m["input"] == {"name": m["input"]["name"], "shape": [1, 3, 96, 96], "dtype": "float32", "layout": "NCHW"}
+    assert m["target"]["name"] == "host" and m["target"]["tvm"]["kind"] == "llvm"
+    assert m["versions"]["tvm"] == "0.27.0.post1" and m["versions"]["tvm_ffi"] == "0.1.14.post1"
+    assert m["tuning"]["database"] is None and m["tuning"]["kernels_total"] > 20
+    assert m["build"]["config"]["alpha"] == 0.25 and m["build"]["seconds"] > 0
+    assert art.reference_input().shape == (1, 3, 96, 96)
+    assert art.reference_output().shape == (1, 1000)
+    with tarfile.open(tiny_artifact) as tar:
+        assert sorted(tar.getnames()) == ["manifest.json", "model.so", "reference_input.npy", "reference_output.npy"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("alpha", [1.0, 0.75, 0.5, 0.25])
+@pytest.mark.parametrize("resolution", [224, 192, 160, 128])
+def test_paper_grid_agrees_with_pytorch(alpha, resolution, tmp_path):
+    result = build_model(BuildConfig(alpha=alpha, resolution=resolution, output=tmp_path / "m.tar"))
+    v = result.verification
+    assert v["status"] == "passed"
+    assert v["max_abs_error"] <= 1e-4 * np.max(np.abs(open_artifact(result.artifact_path).reference_output()))
+
+
+@pytest.mark.parametrize("variant", ["shallow", "full-conv"])
+def test_variants_build(variant, tmp_path):
+    result = build_model(BuildConfig(alpha=0.25, resolution=64, variant=variant, output=tmp_path / "m.tar"))
+    assert result.verification["status"] == "passed"
+    assert result.manifest["model"]["variant"] == variant
+
+
+def test_batch_and_classes(tmp_path):
+    result = build_model(BuildConfig(alpha=0.25, resolution=64, batch=3, num_classes=10, output=tmp_path / "m.tar"))
+    assert result.manifest["input"]["shape"] == [3, 3, 64, 64]
+    assert result.manifest["output"]["shape"] == [3, 10]
+    assert result.verification["status"] == "passed"
+
+
+def test_user_weights_are_used(tmp_path):
+    torch = pytest.importorskip("torch")
+    from tvmc_mobilenet.model.network import build_network
+    from tvmc_mobilenet.model.spec import ModelConfig
+
+    config = ModelConfig(alpha=0.25, resolution=64)
+    net = build_network(config, seed=42)
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    result = build_model(BuildConfig(alpha=0.25, resolution=64, weights=tmp_path / "w.pt", output=tmp_path / "m.tar"))
+    art = open_artifact(result.artifact_path)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(art.reference_input())).numpy()
+    np.testing.assert_allclose(art.reference_output(), expected, rtol=1e-6, atol=1e-6)
+    assert "w.pt" in result.manifest["model"]["weights"]
+
+
+def test_onnx_model_builds_and_verifies_against_onnxruntime(tmp_path):
+    pytest.importorskip("onnxruntime")
+    path = conv_bn_model(tmp_path / "m.onnx", batch="N")
+    result = build_model(BuildConfig(model_file=path, batch=2, output=tmp_path / "m.tar"))
+    assert result.verification["status"] == "passed"
+    assert result.verification["reference"] == "onnxruntime"
+    assert result.manifest["model"]["source"] == "onnx"
+    assert result.manifest["input"]["shape"] == [2, 3, 32, 32]
+
+
+def test_model_options_with_an_onnx_file_are_refused(tmp_path):
+    with pytest.raises(BadInputError, match=r"an ONNX model's shape comes from its file"):
+        BuildConfig(model_file=tmp_path / "m.onnx", alpha=0.5)
+    with pytest.raises(BadInputError, match=r"--weights applies to the built-in MobileNet"):
+        BuildConfig(model_file=tmp_path / "m.onnx", weights=tmp_path / "w.pt")
+
+
+def test_mismatch_is_an_error_and_writes_nothing(tmp_path, monkeypatch):
+    from tvmc_mobilenet.compiler import frontend
+
+    real_import = frontend.import_pytorch
+
+    def wrong_reference(net, shape):
+        imported = real_import(net, shape)
+        good = imported._reference_fn
+        imported._reference_fn = lambda data: good(data) * 1.01  # a 1% error
+        return imported
+
+    monkeypatch.setattr(frontend, "import_pytorch", wrong_reference)
+    out = tmp_path / "m.tar"
+    with pytest.raises(VerificationError, match=r"disagrees with pytorch: .* > tolerance 0.0001; no artifact written"):
+        build_model(BuildConfig(**TINY, output=out))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_artifact_survives_a_failed_build(tmp_path, tiny_artifact):
+    out = tmp_path / "m.tar"
+    out.write_bytes(tiny_artifact.read_bytes())
+    with pytest.raises(TargetError):
+        build_model(BuildConfig(**TINY, target="no-such-board", output=out))
+    assert out.read_bytes() == tiny_artifact.read_bytes()
+
+
+def test_output_that_is_a_directory(tmp_path):
+    with pytest.raises(BadInputError, match=r"is a directory"):
+        build_model(BuildConfig(**TINY, output=tmp_path))
+
+
+def test_unsupported_target_is_refused_before_work(tmp_path):
+    with pytest.raises(TargetError, match=r"target 'a100': CUDA builds .* not supported yet"):
+        build_model(BuildConfig(**TINY, target="a100", output=tmp_path / "m.tar"))
+
+
+def test_missing_cross_compiler_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(TargetError, match=r"needs the cross compiler aarch64-linux-gnu-g\+\+.*apt-get install g\+\+-aarch64-linux-gnu"):
+        build_model(BuildConfig(**TINY, target="rasp4b", output=tmp_path / "m.tar"))
+
+
+@requires_aarch64_cc
+def test_cross_build_for_rasp4b_is_an_aarch64_library(tmp_path):
+    result = build_model(BuildConfig(**TINY, target="rasp4b", output=tmp_path / "m.tar"))
+    assert result.verification["status"] == "skipped"
+    assert "do not run on this machine" in result.verification["reason"]
+    library = open_artifact(result.artifact_path).library_bytes
+    assert library[:4] == b"\x7fELF"
+    assert int.from_bytes(library[18:20], "little") == 183  # e_machine EM_AARCH64
+    assert result.manifest["target"]["tvm"]["mcpu"] == "cortex-a72"
+
+
+def test_default_output_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = build_model(BuildConfig(alpha=0.25, resolution=64))
+    assert result.artifact_path == tmp_path / "mobilenet_v1_0.25_64-host.tar"
+    assert json.loads(json.dumps(result.manifest))["build"]["config"]["output"] is None
+    rasp4b = default_output_path(BuildConfig(), resolve_target("rasp4b"))
+    assert rasp4b.name == "mobilenet_v1_1_224-rasp4b.tar"

@@ -1,0 +1,41 @@
+"""Shared fixtures: one tiny artifact built per session, probes for optional hardware/tools."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tvmc_mobilenet.compiler.build import BuildConfig, build_model
+
+#: The smallest network that still has every layer type: α=0.25 at 96×96 (~8 M Mult-Adds).
+TINY = dict(alpha=0.25, resolution=96)
+
+
+@functools.cache
+def has_aarch64_cross_compiler() -> bool:
+    return shutil.which("aarch64-linux-gnu-g++") is not None
+
+
+requires_aarch64_cc = pytest.mark.skipif(
+    not has_aarch64_cross_compiler(),
+    reason="aarch64-linux-gnu-g++ not installed (apt-get install g++-aarch64-linux-gnu)",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory) -> Path:
+    """A verified host artifact of the tiny network (built once per test session)."""
+    out = tmp_path_factory.mktemp("artifacts") / "tiny.tar"
+    build_model(BuildConfig(**TINY, output=out))
+    return out
+
+
+@pytest.fixture
+def artifact_copy(tiny_artifact, tmp_path) -> Path:
+    """A private copy of the tiny artifact that a test may damage."""
+    copy = tmp_path / "copy.tar"
+    shutil.copyfile(tiny_artifact, copy)
+    return copy

@@ -1,0 +1,158 @@
+"""The command line: each command's output, and one clear line for every bad input."""
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tvmc_mobilenet.cli import main
+
+from .conftest import TINY
+
+
+def cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, pattern, exit_code=None):
+    import re
+
+    assert code != 0
+    if exit_code is not None:
+        assert code == exit_code
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_help_is_instant():
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "tvmc_mobilenet.cli", "--help"], capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0 and "build" in proc.stdout
+    assert elapsed < 2.0  # interpreter start included; no torch or TVM import
+    check = "import sys, tvmc_mobilenet.cli; print('torch' in sys.modules, 'tvm' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True).stdout.strip() == "False False"
+
+
+def test_info_table_and_json(capsys):
+    code, out, _ = cli(capsys, "info")
+    assert code == 0
+    assert "568,740,352" in out and "94.86%" in out and "74.59%" in out
+    code, out, _ = cli(capsys, "info", "--alpha", "0.25", "--resolution", "128", "--json")
+    data = json.loads(out)
+    assert data["model"]["alpha"] == 0.25 and len(data["layers"]) == 29
+
+
+def test_targets(capsys):
+    code, out, _ = cli(capsys, "targets")
+    assert code == 0 and "rasp4b" in out and "jetson-orin-nano" in out
+    code, out, _ = cli(capsys, "targets", "--json")
+    assert {t["name"] for t in json.loads(out)} >= {"host", "rasp4b", "a100"}
+
+
+def test_env(capsys):
+    code, out, _ = cli(capsys, "env", "--json")
+    assert code == 0 and json.loads(out)["apache-tvm-ffi"] == "0.1.14.post1"
+    code, out, _ = cli(capsys, "env")
+    assert "apache-tvm" in out and "nvcc" in out
+
+
+def test_build_run_bench(capsys, tmp_path):
+    out_file = tmp_path / "m.tar"
+    code, out, err = cli(capsys, "build", "-a", "0.25", "-r", "64", "-o", str(out_file))
+    assert code == 0, err
+    assert "verified against pytorch" in out and str(out_file) in out
+    assert "BuildConfig(alpha=0.25" in err  # the options are printed at the start
+
+    code, out, err = cli(capsys, "run", str(out_file), "--output", str(tmp_path / "logits.npy"))
+    assert code == 0, err
+    assert "top-5 classes" in out and "matches the reference output" in out
+    assert np.load(tmp_path / "logits.npy").shape == (1, 1000)
+
+    np.save(tmp_path / "in.npy", np.zeros((1, 3, 64, 64), np.float32))
+    code, out, err = cli(capsys, "run", str(out_file), "--input", str(tmp_path / "in.npy"), "--top", "3")
+    assert code == 0 and "top-3" in out
+
+    code, out, err = cli(capsys, "bench", str(out_file), "--repeat", "3", "--number", "2", "--json", str(tmp_path / "b.json"))
+    assert code == 0, err
+    assert "median" in out and "images/s" in out
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["latency"]["repeat"] == 3 and report["output_check"]["passed"]
+
+
+@pytest.mark.parametrize(
+    "args, pattern, exit_code",
+    [
+        (["build", "--alpha", "0"], r"alpha must be a number in \(0, 1\], got 0.0", 2),
+        (["build", "--alpha", "1.5"], r"alpha must be a number in \(0, 1\], got 1.5", 2),
+        (["build", "--alpha", "abc"], r"Invalid value for '--alpha'.*'abc' is not a valid float", 2),
+        (["build", "--resolution", "100"], r"resolution must be a multiple of 32 from 32 to 512", 2),
+        (["build", "--resolution", "1024"], r"resolution must be a multiple of 32 from 32 to 512", 2),
+        (["build", "--resolution", "x"], r"Invalid value for '--resolution'", 2),
+        (["build", "--batch", "0"], r"batch size must be an integer from 1 to 1024, got 0", 2),
+        (["build", "--classes", "0"], r"number of classes must be a positive integer", 2),
+        (["build", "--variant", "v2"], r"Invalid value for '--variant'.*'v2' is not one of", 2),
+        (["build", "--target", "nope"], r"unknown target 'nope'", 3),
+        (["build", "--target", "a100"], r"CUDA builds .* not supported yet", 3),
+        (["build", "--model", "/no/such.onnx"], r"model file '/no/such.onnx' does not exist", 2),
+        (["build", "--weights", "/no/such.pt", "-a", "0.25", "-r", "64"], r"weights file '/no/such.pt' does not exist", 2),
+        (["build", "--tuning-db", "/no/such/db", "-a", "0.25", "-r", "64"], r"tuning database '/no/such/db' is not a directory", 7),
+        (["info", "--alpha", "-1"], r"alpha must be a number in \(0, 1\]", 2),
+        (["run", "/no/such.tar"], r"artifact '/no/such.tar' does not exist", 4),
+        (["bench", "/no/such.tar"], r"artifact '/no/such.tar' does not exist", 4),
+        (["bench", "x.tar", "--repeat", "0"], r"Invalid value for '--repeat'", 2),
+        (["frobnicate"], r"No such command 'frobnicate'", 2),
+    ],
+)
+def test_bad_input_is_one_clear_line(capsys, args, pattern, exit_code):
+    code, out, err = cli(capsys, *args)
+    assert_one_line_error(code, err, pattern, exit_code)
+
+
+def test_corrupt_artifact_and_bad_input_file(capsys, tmp_path, tiny_artifact):
+    corrupt = tmp_path / "c.tar"
+    corrupt.write_bytes(tiny_artifact.read_bytes()[:5000])
+    code, _, err = cli(capsys, "run", str(corrupt))
+    assert_one_line_error(code, err, r"(not a readable tvmc-mobilenet artifact|lacks the member)", 4)
+
+    not_npy = tmp_path / "in.npy"
+    not_npy.write_text("nope")
+    code, _, err = cli(capsys, "run", str(tiny_artifact), "--input", str(not_npy))
+    assert_one_line_error(code, err, r"is not a NumPy .npy array", 2)
+
+    np.save(tmp_path / "wrong.npy", np.zeros((1, 3, 32, 32), np.float32))
+    code, _, err = cli(capsys, "run", str(tiny_artifact), "--input", str(tmp_path / "wrong.npy"))
+    assert_one_line_error(code, err, r"input has shape \(1, 3, 32, 32\).*expects shape \(1, 3, 96, 96\)", 2)
+
+
+def test_tampered_artifact_is_refused_by_run_and_bench(capsys, artifact_copy):
+    from .runtime.test_artifact import _rewrite
+
+    _rewrite(artifact_copy, lambda m: m["library"].update(sha256="f" * 64))
+    for command in ("run", "bench"):
+        code, _, err = cli(capsys, command, str(artifact_copy))
+        assert_one_line_error(code, err, r"sha256 .* refusing to load it", 4)
+
+
+def test_console_script_is_installed():
+    proc = subprocess.run(["tvmc-mobilenet", "--version"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and "tvmc-mobilenet" in proc.stdout
+
+
+def test_build_failure_exit_code_from_the_console_script(tmp_path):
+    proc = subprocess.run(
+        ["tvmc-mobilenet", "build", "--alpha", "2", "-o", str(tmp_path / "m.tar")], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: width multiplier alpha")
+    assert not (tmp_path / "m.tar").exists()
+
+
+_ = TINY

@@ -1,0 +1,252 @@
+"""The ``tvmc-mobilenet`` command line: parse, call one library function, print.
+
+No TVM or torch import happens at module level, so ``--help`` answers at once. Errors the user can
+fix (:class:`TvmcMobilenetError`, click's usage errors) become one line on stderr and a non-zero
+exit code; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+import click
+
+from tvmc_mobilenet import __version__
+from tvmc_mobilenet.errors import TvmcMobilenetError
+
+EXISTING_FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
+VARIANTS = ["mobilenet", "full-conv", "shallow"]
+
+
+def _console(stderr: bool = False):
+    """Rich console; when output is not a terminal, lines are not wrapped at 80 columns."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 200
+    return Console(stderr=stderr, highlight=False, width=width, soft_wrap=width is not None)
+
+
+def _model_options(func):
+    """--alpha, --resolution, --variant, --classes: the network's shape."""
+    func = click.option("--classes", "num_classes", type=int, default=1000, show_default=True, help="Number of output classes.")(func)
+    func = click.option("--variant", type=click.Choice(VARIANTS), default="mobilenet", show_default=True,
+                        help="The paper's network, or its full-conv (Table 4) / shallow (Table 5) variant.")(func)
+    func = click.option("--resolution", "-r", type=int, default=224, show_default=True,
+                        help="Input resolution: a multiple of 32 from 32 to 512 (ρ = resolution/224).")(func)
+    func = click.option("--alpha", "-a", type=float, default=1.0, show_default=True,
+                        help="Width multiplier α in (0, 1].")(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="tvmc-mobilenet")
+@click.option("-v", "--verbose", count=True, help="Show the library's and TVM's log messages.")
+def cli(verbose: int) -> None:
+    """Compile MobileNet v1 (width α, resolution ρ) with Apache TVM for edge devices."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s")
+
+
+@cli.command()
+@_model_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def info(alpha: float, resolution: int, variant: str, num_classes: int, as_json: bool) -> None:
+    """Per-layer Mult-Adds and parameters, totals, and shares by layer type."""
+    from tvmc_mobilenet.model.cost import model_cost
+    from tvmc_mobilenet.model.spec import ModelConfig
+
+    cost = model_cost(ModelConfig(alpha=alpha, resolution=resolution, variant=variant, num_classes=num_classes))
+    if as_json:
+        click.echo(json.dumps(cost.to_json(), indent=2))
+        return
+    from rich.table import Table
+
+    console = _console()
+    layers = Table(title=f"{cost.config.name}  (α={alpha:g}, ρ={cost.config.rho:.3f})")
+    for col in ("layer", "type", "input", "output", "kernel/stride", "Mult-Adds", "params"):
+        layers.add_column(col, justify="right" if col in ("Mult-Adds", "params") else "left")
+    for layer in cost.layers:
+        layers.add_row(
+            layer.name,
+            layer.kind.value,
+            f"{layer.in_size}×{layer.in_size}×{layer.in_channels}",
+            f"{layer.out_size}×{layer.out_size}×{layer.out_channels}",
+            f"{layer.kernel}×{layer.kernel} /s{layer.stride}",
+            f"{layer.mult_adds:,}",
+            f"{layer.params:,}",
+        )
+    console.print(layers)
+    shares = Table(title="Shares by layer type")
+    for col in ("type", "Mult-Adds", "% Mult-Adds", "params", "% params"):
+        shares.add_column(col, justify="left" if col == "type" else "right")
+    for s in cost.shares():
+        shares.add_row(s.kind.value, f"{s.mult_adds:,}", f"{s.mult_adds_share:.2f}%", f"{s.params:,}", f"{s.params_share:.2f}%")
+    shares.add_row("total", f"{cost.mult_adds:,}", "100%", f"{cost.params:,}", "100%", style="bold")
+    console.print(shares)
+    console.print(f"Total: {cost.mult_adds / 1e6:.1f}M Mult-Adds, {cost.params / 1e6:.2f}M parameters")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def targets(as_json: bool) -> None:
+    """The target registry: names, TVM targets, compilers, RPC keys."""
+    from tvmc_mobilenet.targets.registry import TARGETS
+
+    if as_json:
+        click.echo(json.dumps([t.to_json() for t in TARGETS], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="Targets (any TVM tag or JSON target dict works too; --json shows the TVM targets)")
+    for col in ("name", "description", "linker", "RPC key", "status"):
+        table.add_column(col, no_wrap=col != "description")
+    for t in TARGETS:
+        names = ", ".join((t.name, *t.aliases))
+        status = "ready" if t.unsupported_reason is None else "not yet"
+        table.add_row(names, t.description, t.cross_compiler or "g++", t.rpc_key or "-", status)
+    _console().print(table)
+
+
+@cli.command()
+@_model_options
+@click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size (1 to 1024).")
+@click.option("--target", "-t", default="host", show_default=True,
+              help="Registry name (see 'targets'), TVM tag, or JSON target dict.")
+@click.option("--model", "model_file", type=EXISTING_FILE, help="Build a user's ONNX file instead of the built-in network.")
+@click.option("--weights", type=EXISTING_FILE, help="PyTorch state_dict for the built-in network (default: random weights).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and reference input.")
+@click.option("--tuning-db", type=click.Path(file_okay=False, path_type=Path), help="MetaSchedule database directory to apply.")
+@click.option("--no-verify", is_flag=True, help="Do not compare the module with the framework's output.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Artifact file (default: NAME-TARGET.tar here).")
+def build(alpha, resolution, variant, num_classes, batch, target, model_file, weights, seed, tuning_db, no_verify, output) -> None:
+    """Compile a MobileNet (or an ONNX file) into a verified artifact."""
+    from tvmc_mobilenet.compiler.build import BuildConfig, build_model
+
+    config = BuildConfig(
+        alpha=alpha, resolution=resolution, variant=variant, batch=batch, num_classes=num_classes, target=target,
+        model_file=model_file, weights=weights, seed=seed, tuning_db=tuning_db, output=output, verify=not no_verify,
+    )
+    err = _console(stderr=True)
+    err.print(f"[dim]{config}[/dim]")
+    with err.status("building…") as status:
+        def log(message: str) -> None:
+            status.update(message + "…")
+            err.print(f"• {message}")
+
+        result = build_model(config, log=log)
+    v = result.verification
+    console = _console()
+    if v["status"] == "passed":
+        console.print(
+            f"[green]verified[/green] against {v['reference']}: max abs error {v['max_abs_error']:.3g} "
+            f"(relative {v['max_rel_error']:.3g}, tolerance {v['tolerance']:g})"
+        )
+    else:
+        console.print(f"[yellow]not verified[/yellow]: {v['reason']}")
+    console.print(f"artifact: {result.artifact_path}  ({result.manifest['build']['seconds']:.1f} s)")
+
+
+def _load(artifact_path: Path):
+    from tvmc_mobilenet.runtime.artifact import open_artifact
+    from tvmc_mobilenet.runtime.executor import load_local
+
+    artifact = open_artifact(artifact_path)
+    return artifact, load_local(artifact)
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--input", "input_file", type=EXISTING_FILE, help="Input tensor (.npy); default: the artifact's reference input.")
+@click.option("--output", "output_file", type=click.Path(dir_okay=False, path_type=Path), help="Save the logits here (.npy).")
+@click.option("--top", type=click.IntRange(1, 100), default=5, show_default=True, help="How many classes to print.")
+def run(artifact: Path, input_file: Path | None, output_file: Path | None, top: int) -> None:
+    """Run an artifact once and print the top classes."""
+    import numpy as np
+
+    from tvmc_mobilenet.runtime.executor import compare_outputs
+    from tvmc_mobilenet.runtime.results import load_input, save_array, top_classes
+
+    art, model = _load(artifact)
+    data = load_input(input_file) if input_file else art.reference_input()
+    logits = model.run(data)
+    console = _console()
+    for image, classes in enumerate(top_classes(logits, top)):
+        line = ", ".join(f"{c}: {p:.3f}" for c, p in classes)
+        console.print(f"image {image}: top-{top} classes (class: probability) {line}")
+    if input_file is None:
+        cmp = compare_outputs(logits, art.reference_output())
+        verdict = "[green]matches[/green]" if cmp.passed else "[red]DIFFERS FROM[/red]"
+        console.print(f"{verdict} the reference output (max abs error {cmp.max_abs_error:.3g})")
+        if not cmp.passed:
+            sys.exit(5)
+    if output_file:
+        save_array(output_file, np.asarray(logits))
+        console.print(f"logits saved to {output_file}")
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--repeat", type=click.IntRange(1, 100000), default=20, show_default=True, help="Timed samples.")
+@click.option("--number", type=click.IntRange(1, 100000), default=10, show_default=True, help="Runs averaged per sample.")
+@click.option("--warmup", type=click.IntRange(0, 100000), default=5, show_default=True, help="Untimed runs first.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON here.")
+def bench(artifact: Path, repeat: int, number: int, warmup: int, json_file: Path | None) -> None:
+    """Time an artifact: median, mean, p90 and std of the latency (warm-up excluded)."""
+    from tvmc_mobilenet.runtime.results import bench_report, write_json
+
+    art, model = _load(artifact)
+    from tvmc_mobilenet.runtime.executor import verify_on_reference
+
+    comparison = verify_on_reference(model, art)
+    stats = model.time(art.reference_input(), number=number, repeat=repeat, warmup=warmup)
+    report = bench_report(art, stats, comparison, where="local")
+    console = _console()
+    batch = art.input_shape[0]
+    console.print(
+        f"{art.manifest['model'].get('name', art.path.stem)} on {art.target_name} (local): "
+        f"median {stats.median_ms:.3f} ms, mean {stats.mean_ms:.3f} ms, p90 {stats.p90_ms:.3f} ms, "
+        f"std {stats.std_ms:.3f} ms over {stats.repeat}×{stats.number} runs; "
+        f"{1000.0 * batch / stats.median_ms:.1f} images/s"
+    )
+    if json_file:
+        write_json(json_file, report)
+        console.print(f"results written to {json_file}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def env(as_json: bool) -> None:
+    """Versions of Python, TVM, tvm-ffi, torch, LLVM, nvcc and the cross compilers."""
+    from tvmc_mobilenet.targets.toolchain import environment_report
+
+    report = environment_report()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for key, value in report.items():
+        click.echo(f"{key:24s} {value if value is not None else 'not found'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: one line on stderr and a non-zero code for any user error."""
+    try:
+        rv = cli.main(args=argv, prog_name="tvmc-mobilenet", standalone_mode=False)
+    except TvmcMobilenetError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        return 130
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

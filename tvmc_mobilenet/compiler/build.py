@@ -1,0 +1,262 @@
+"""Build: model → Relax → compiled, verified, packaged artifact.
+
+``build_model(BuildConfig) -> BuildResult`` is the whole pipeline of ``tvmc-mobilenet build``.
+Nothing is written unless every step succeeded, verification included.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from tvmc_mobilenet import __version__
+from tvmc_mobilenet.errors import BadInputError, VerificationError
+from tvmc_mobilenet.model.spec import ModelConfig
+from tvmc_mobilenet.runtime.artifact import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    REFERENCE_INPUT,
+    REFERENCE_OUTPUT,
+    npy_bytes,
+    sha256_bytes,
+    write_artifact,
+)
+from tvmc_mobilenet.runtime.executor import RELATIVE_TOLERANCE, compare_outputs
+from tvmc_mobilenet.targets.registry import ResolvedTarget, require_buildable, resolve_target
+
+LIBRARY_FILE = "model.so"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Every option of one build; written into the artifact's manifest."""
+
+    alpha: float = 1.0
+    resolution: int = 224
+    variant: str = "mobilenet"
+    batch: int = 1
+    num_classes: int = 1000
+    target: str = "host"
+    #: A user's ONNX file; replaces the built-in network (alpha/resolution/variant then unused).
+    model_file: Path | None = None
+    #: A PyTorch state_dict for the built-in network; default: random weights from ``seed``.
+    weights: Path | None = None
+    seed: int = 0
+    tuning_db: Path | None = None
+    output: Path | None = None
+    verify: bool = True
+
+    def __post_init__(self) -> None:
+        if self.model_file is not None and self.weights is not None:
+            raise BadInputError("--weights applies to the built-in MobileNet; it cannot be combined with --model")
+        if self.model_file is None:
+            self.model_config()  # validates alpha, resolution, variant, batch, classes
+        elif (self.alpha, self.resolution, self.variant, self.num_classes) != (1.0, 224, "mobilenet", 1000):
+            raise BadInputError(
+                "--alpha, --resolution, --variant and --classes shape the built-in network; "
+                "an ONNX model's shape comes from its file, so drop them when using --model"
+            )
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(
+            alpha=self.alpha,
+            resolution=self.resolution,
+            variant=self.variant,
+            num_classes=self.num_classes,
+            batch=self.batch,
+        )
+
+    @property
+    def model_name(self) -> str:
+        if self.model_file is not None:
+            return Path(self.model_file).stem
+        return self.model_config().name
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    artifact_path: Path
+    manifest: dict[str, Any] = field(repr=False)
+
+    @property
+    def verification(self) -> dict[str, Any]:
+        return self.manifest["verification"]
+
+
+def default_output_path(config: BuildConfig, target: ResolvedTarget) -> Path:
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in target.name)
+    return Path.cwd() / f"{config.model_name}-{slug}.tar"
+
+
+def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: None) -> BuildResult:
+    """Compile, export, verify and package one model. Raises a TvmcMobilenetError on bad input."""
+    started = time.time()
+    target = resolve_target(config.target)
+    require_buildable(target)
+    output = Path(config.output) if config.output is not None else default_output_path(config, target)
+    if output.is_dir():
+        raise BadInputError(f"output {str(output)!r} is a directory; give a file name such as model.tar")
+
+    from tvmc_mobilenet.compiler.frontend import import_onnx, import_pytorch
+    from tvmc_mobilenet.compiler.passes import simplify_for_inference
+    from tvmc_mobilenet.compiler.tuning_db import open_tuning_database
+
+    database = open_tuning_database(config.tuning_db) if config.tuning_db is not None else None
+
+    if config.model_file is not None:
+        log(f"importing ONNX model {config.model_file}")
+        imported = import_onnx(Path(config.model_file), batch=config.batch if config.batch != 1 else None)
+        model_json: dict[str, Any] = {
+            "source": "onnx",
+            "file": Path(config.model_file).name,
+            "sha256": sha256_bytes(Path(config.model_file).read_bytes()),
+            "name": config.model_name,
+        }
+    else:
+        from tvmc_mobilenet.model.network import build_network
+
+        model_config = config.model_config()
+        weights = "state_dict " + str(config.weights) if config.weights else f"random, seed {config.seed}"
+        log(f"building {model_config.name} in PyTorch ({weights})")
+        net = build_network(model_config, seed=config.seed, weights=config.weights)
+        log("exporting with torch.export and importing into TVM Relax")
+        imported = import_pytorch(net, model_config.input_shape)
+        model_json = {"source": "builtin", "name": model_config.name, **model_config.to_json(), "weights": weights}
+
+    mod = simplify_for_inference(imported.mod)
+    tvm_target = target.tvm_target()
+    log(f"compiling for {target.name}")
+    executable, tuned = _compile(mod, tvm_target, database)
+    if database is not None:
+        log(f"tuning database {database.path}: {tuned[0]} of {tuned[1]} kernels tuned")
+
+    reference_input = np.random.default_rng(config.seed).standard_normal(imported.input_shape, dtype=np.float32)
+    reference_output = np.asarray(imported.reference(reference_input), dtype=np.float32)
+
+    with tempfile.TemporaryDirectory(prefix="tvmc-mobilenet-build-") as tmp:
+        lib_path = Path(tmp) / LIBRARY_FILE
+        _export(executable, lib_path, target)
+        library = lib_path.read_bytes()
+        if config.verify and target.runs_here:
+            log("verifying the exported library against " + imported.reference_framework)
+            verification = _verify(lib_path, reference_input, reference_output, imported.reference_framework)
+        else:
+            why = "disabled with --no-verify" if not config.verify else f"{target.name} modules do not run on this machine"
+            verification = {"status": "skipped", "reason": why, "tolerance": RELATIVE_TOLERANCE}
+
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "model": model_json,
+        "input": {
+            "name": imported.input_name,
+            "shape": list(imported.input_shape),
+            "dtype": imported.input_dtype,
+            "layout": "NCHW",
+        },
+        "output": {"shape": list(reference_output.shape), "dtype": str(reference_output.dtype)},
+        "target": {
+            "name": target.name,
+            "device": target.spec.device.value,
+            "tvm": target.target_json,
+            "threads": target.spec.threads or target.target_json.get("num-cores"),
+            "rpc_key": target.spec.rpc_key,
+        },
+        "library": {"file": LIBRARY_FILE, "sha256": sha256_bytes(library), "bytes": len(library)},
+        "reference": {
+            "input": REFERENCE_INPUT,
+            "output": REFERENCE_OUTPUT,
+            "framework": imported.reference_framework,
+        },
+        "verification": verification,
+        "tuning": {
+            "database": str(database.path) if database else None,
+            "sha256": database.sha256() if database else None,
+            "kernels_tuned": tuned[0],
+            "kernels_total": tuned[1],
+        },
+        "versions": _versions(),
+        "build": {
+            "config": config.to_json(),
+            "seconds": round(time.time() - started, 3),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_unix": int(time.time()),
+            "host": f"{platform.node()} {platform.machine()}",
+        },
+    }
+    write_artifact(
+        output,
+        manifest,
+        {LIBRARY_FILE: library, REFERENCE_INPUT: npy_bytes(reference_input), REFERENCE_OUTPUT: npy_bytes(reference_output)},
+    )
+    log(f"wrote {output}")
+    return BuildResult(output, manifest)
+
+
+def _compile(mod, tvm_target, database):
+    """Compile with our pipeline; returns the executable and (kernels tuned, kernels in all)."""
+    import tvm
+
+    from tvmc_mobilenet.compiler.passes import legalize_and_fuse, schedule_and_lower
+
+    fused = legalize_and_fuse(mod, tvm_target)
+    if database is not None:
+        tuned = database.count_tuned(fused, tvm_target)
+    else:
+        tuned = (0, sum(1 for f in fused.functions.values() if isinstance(f, tvm.tirx.PrimFunc)))
+    pipeline = schedule_and_lower(tvm_target, database.database if database else None)
+    return tvm.compile(fused, target=tvm_target, relax_pipeline=pipeline), tuned
+
+
+def _export(executable, lib_path: Path, target: ResolvedTarget) -> None:
+    fcompile = None
+    if target.spec.cross_compiler:
+        from tvm.support import cc
+
+        fcompile = cc.cross_compiler(target.spec.cross_compiler)
+    executable.export_library(str(lib_path), fcompile=fcompile)
+
+
+def _verify(lib_path: Path, data: np.ndarray, reference: np.ndarray, framework: str) -> dict[str, Any]:
+    """Load the exported library as a user would and compare its output with the framework's."""
+    import tvm
+
+    from tvmc_mobilenet.runtime.executor import LoadedModel, use_all_cores
+
+    use_all_cores()
+    model = LoadedModel(tvm.runtime.load_module(str(lib_path)), tvm.cpu(0), data.shape, str(data.dtype))
+    comparison = compare_outputs(model.run(data), reference)
+    if not comparison.passed:
+        raise VerificationError(
+            f"the compiled module disagrees with {framework}: max abs error {comparison.max_abs_error:.3g}, "
+            f"relative {comparison.max_rel_error:.3g} > tolerance {comparison.tolerance:g}; no artifact written"
+        )
+    return {"status": "passed", "reference": framework, **comparison.to_json()}
+
+
+def _versions() -> dict[str, str | None]:
+    def version(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "tvmc_mobilenet": __version__,
+        "tvm": version("apache-tvm"),
+        "tvm_ffi": version("apache-tvm-ffi"),
+        "torch": version("torch"),
+        "onnxruntime": version("onnxruntime"),
+        "python": platform.python_version(),
+    }

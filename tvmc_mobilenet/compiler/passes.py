@@ -1,0 +1,143 @@
+"""Graph passes between import and code generation.
+
+``simplify_for_inference`` folds BatchNorm into the convolutions (weights scaled, a bias added)
+and evaluates everything that depends only on constants, so that the built module computes no
+per-element subtract/divide/multiply at run time. ``legalize_and_fuse`` turns Relax operators into fused TIR
+kernels (the tasks tuning works on); ``schedule_and_lower`` is the rest of the pipeline that
+``tvm.compile`` runs: apply tuning records, give every remaining kernel a default schedule, lower
+to the VM.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import tvm
+
+#: Relax operators that would mean BatchNorm (or another affine map) is computed at run time.
+RUNTIME_ARITHMETIC_OPS = frozenset(
+    {"relax.nn.batch_norm", "relax.subtract", "relax.divide", "relax.multiply", "relax.sqrt", "relax.rsqrt"}
+)
+
+
+def simplify_for_inference(mod: "tvm.IRModule") -> "tvm.IRModule":
+    """Fold BatchNorm into convolutions, decompose what is left, evaluate constant expressions."""
+    import tvm
+    from tvm import relax
+
+    return tvm.transform.Sequential(
+        [
+            relax.transform.FoldConstant(),  # e.g. an ONNX conv bias reshaped to (1, C, 1, 1)
+            fold_batchnorm_into_conv2d(),
+            relax.transform.DecomposeOpsForInference(),
+            relax.transform.CanonicalizeBindings(),
+            relax.transform.FoldConstant(),
+            relax.transform.DeadCodeElimination(),
+        ]
+    )(mod)
+
+
+def fold_batchnorm_into_conv2d() -> "tvm.transform.Pass":
+    """``batch_norm(conv2d(x, W) [+ c])`` with constant W, c and statistics → ``conv2d(x, W') + b'``.
+
+    The same rewrite as TVM's ``FoldBatchnormToConv2D`` (which misses a convolution with a bias,
+    as ONNX files have), but the folded weights are computed here with NumPy instead of emitted as
+    Relax arithmetic: ``FoldConstant`` would otherwise compile and run a TIR kernel for each of the
+    ~200 constant sub-expressions (8 s for MobileNet).
+    """
+    import numpy as np
+    import tvm
+    from tvm import relax
+    from tvm.relax.dpl import TupleGetItemPattern, is_const, is_op, rewrite_call, wildcard
+
+    data, weight, conv_bias = wildcard(), is_const(), is_const()
+    conv = is_op("relax.nn.conv2d")(data, weight)
+    biased = is_op("relax.add")(conv, conv_bias)
+    gamma, beta, mean, var = is_const(), is_const(), is_const(), is_const()
+    bn = is_op("relax.nn.batch_norm")(conv | biased, gamma, beta, mean, var)
+    pattern = TupleGetItemPattern(bn, 0)
+
+    def rewrite(expr, matches):
+        conv_call, bn_call = matches[conv], matches[bn]
+        out_channels = int(conv_call.ty.shape[1])
+        if conv_call.attrs["kernel_layout"] != "OIHW" or int(bn_call.attrs["axis"]) != 1:
+            return expr
+        w = matches[weight].value.numpy().astype(np.float64)
+        g, b, m, v = (matches[p].value.numpy().astype(np.float64) for p in (gamma, beta, mean, var))
+        if biased in matches:
+            c = matches[conv_bias].value.numpy().astype(np.float64)
+            if c.size != out_channels:
+                return expr
+            m = m - c.reshape(-1)
+        scale = g / np.sqrt(v + float(bn_call.attrs["epsilon"]))
+        dtype = matches[weight].value.dtype
+        folded_w = relax.const((w * scale.reshape(-1, 1, 1, 1)).astype(dtype))
+        folded_b = relax.const((b - m * scale).reshape(1, -1, 1, 1).astype(dtype))
+        return relax.op.add(relax.Call(conv_call.op, (matches[data], folded_w), conv_call.attrs), folded_b)
+
+    @tvm.transform.module_pass(opt_level=0, name="FoldBatchnormIntoConv2D")
+    def _pass(mod: "tvm.IRModule", _ctx) -> "tvm.IRModule":
+        for gvar, func in list(mod.functions.items()):
+            if isinstance(func, relax.Function):
+                mod[gvar] = rewrite_call(pattern, rewrite, func)
+        return mod
+
+    return _pass
+
+
+def relax_op_counts(mod: "tvm.IRModule") -> Counter:
+    """How many calls of each Relax operator the module's Relax functions make."""
+    import tvm
+    from tvm import relax
+
+    counts: Counter = Counter()
+
+    def visit(expr) -> None:
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            counts[expr.op.name] += 1
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return counts
+
+
+def legalize_and_fuse(mod: "tvm.IRModule", target: "tvm.target.Target") -> "tvm.IRModule":
+    """Relax operators → TIR kernels, fused (conv + bias + ReLU become one kernel)."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+    with target:
+        passes = cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def schedule_and_lower(target: "tvm.target.Target", database=None) -> "tvm.transform.Pass":
+    """The rest of the Relax pipeline after :func:`legalize_and_fuse`, for ``tvm.compile``.
+
+    Kernels found in ``database`` (a MetaSchedule database) take their tuned schedule; the rest
+    get the default schedules of :mod:`tvmc_mobilenet.schedules`; then the module is lowered to
+    the Relax VM.
+    """
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+    from tvmc_mobilenet.schedules import default_schedule_pass
+
+    @tvm.transform.module_pass(opt_level=0, name="TvmcMobilenetScheduleAndLower")
+    def _pipeline(mod: "tvm.IRModule", _ctx) -> "tvm.IRModule":
+        passes = []
+        if database is not None:
+            passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
+        passes.append(default_schedule_pass(target))
+        passes += cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
+        with target:
+            if database is not None:
+                with database:
+                    return tvm.transform.Sequential(passes)(mod)
+            return tvm.transform.Sequential(passes)(mod)
+
+    return _pipeline

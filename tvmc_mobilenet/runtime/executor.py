@@ -1,0 +1,178 @@
+"""Load an artifact's library with the TVM runtime, run it, time it, check it.
+
+Only ``tvm.runtime`` is used, so this works with ``TVM_USE_RUNTIME_LIB=1`` (the runtime library
+alone, no compiler) and without torch.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tvmc_mobilenet.errors import ArtifactError, BadInputError, VerificationError
+from tvmc_mobilenet.runtime.artifact import Artifact
+
+#: Verification tolerance: max |tvm - reference| ≤ RELATIVE_TOLERANCE × max |reference|.
+RELATIVE_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class TimingStats:
+    """Latency of one batch in milliseconds over ``repeat`` samples of ``number`` runs each."""
+
+    number: int
+    repeat: int
+    warmup: int
+    mean_ms: float
+    median_ms: float
+    p90_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    samples_ms: tuple[float, ...]
+
+    @classmethod
+    def from_seconds(cls, samples_s: list[float], number: int, warmup: int) -> "TimingStats":
+        ms = sorted(s * 1e3 for s in samples_s)
+        return cls(
+            number=number,
+            repeat=len(ms),
+            warmup=warmup,
+            mean_ms=statistics.fmean(ms),
+            median_ms=statistics.median(ms),
+            p90_ms=float(np.percentile(ms, 90)),
+            std_ms=statistics.pstdev(ms) if len(ms) > 1 else 0.0,
+            min_ms=ms[0],
+            max_ms=ms[-1],
+            samples_ms=tuple(ms),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["samples_ms"] = list(self.samples_ms)
+        return d
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How an output compares with the reference output stored in the artifact."""
+
+    max_abs_error: float
+    max_rel_error: float  # max abs error / max |reference|
+    tolerance: float
+    passed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare_outputs(output: np.ndarray, reference: np.ndarray, tolerance: float = RELATIVE_TOLERANCE) -> Comparison:
+    if output.shape != reference.shape:
+        return Comparison(float("inf"), float("inf"), tolerance, False)
+    abs_err = float(np.max(np.abs(output.astype(np.float64) - reference.astype(np.float64)))) if output.size else 0.0
+    scale = float(np.max(np.abs(reference))) if reference.size else 0.0
+    rel_err = abs_err / scale if scale > 0 else abs_err
+    passed = bool(np.all(np.isfinite(output))) and rel_err <= tolerance
+    return Comparison(abs_err, rel_err, tolerance, passed)
+
+
+class LoadedModel:
+    """A compiled model on a device (local, or remote over RPC): run and time it."""
+
+    def __init__(self, module: Any, device: Any, input_shape: tuple[int, ...], input_dtype: str, holder: Any = None):
+        from tvm.runtime.vm import VirtualMachine
+
+        self.device = device
+        self.input_shape = tuple(input_shape)
+        self.input_dtype = input_dtype
+        self._vm = VirtualMachine(module, device)
+        self._holder = holder  # keeps a temporary directory or RPC session alive
+
+    def _to_device(self, data: np.ndarray):
+        import tvm
+
+        if tuple(data.shape) != self.input_shape or str(data.dtype) != self.input_dtype:
+            raise BadInputError(
+                f"input has shape {tuple(data.shape)} and dtype {data.dtype}; the model expects "
+                f"shape {self.input_shape} and dtype {self.input_dtype}"
+            )
+        return tvm.runtime.tensor(np.ascontiguousarray(data), self.device)
+
+    def run(self, data: np.ndarray) -> np.ndarray:
+        out = self._vm["main"](self._to_device(data))
+        if not hasattr(out, "numpy"):  # a tuple of outputs: the classifier's logits come first
+            out = out[0]
+        return out.numpy()
+
+    def time(self, data: np.ndarray, *, number: int = 10, repeat: int = 20, warmup: int = 5) -> TimingStats:
+        """Latency statistics; ``warmup`` runs are made first and excluded."""
+        if number < 1 or repeat < 1 or warmup < 0:
+            raise BadInputError(f"timing needs number ≥ 1, repeat ≥ 1, warmup ≥ 0 (got {number}, {repeat}, {warmup})")
+        arg = self._to_device(data)
+        for _ in range(warmup):
+            self._vm["main"](arg)
+        evaluator = self._vm.time_evaluator("main", self.device, number=number, repeat=repeat)
+        return TimingStats.from_seconds(list(evaluator(arg).results), number, warmup)
+
+
+def use_all_cores() -> int:
+    """Make TVM's thread pool use every core this process may run on; returns the thread count.
+
+    TVM sizes its pool from ``TVM_NUM_THREADS`` when the pool is first used; unset, it takes half
+    the hardware threads on x86 (assuming hyper-threading), i.e. one thread on a 2-core VM without
+    SMT. A value the user set is kept.
+    """
+    if "TVM_NUM_THREADS" not in os.environ:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+        os.environ["TVM_NUM_THREADS"] = str(cores)
+    return int(os.environ["TVM_NUM_THREADS"])
+
+
+def load_local(artifact: Artifact) -> LoadedModel:
+    """Load the artifact's (sha256-checked) library on this machine."""
+    import tvm
+
+    if artifact.device != "cpu":
+        raise ArtifactError(
+            f"artifact {str(artifact.path)!r} was built for a {artifact.device} device "
+            f"({artifact.target_name}); it cannot run on this machine's CPU"
+        )
+    if not _same_arch(artifact):
+        raise ArtifactError(
+            f"artifact {str(artifact.path)!r} was built for {artifact.target_name} and cannot run on this machine; "
+            "run it on the device with --rpc-tracker/--rpc-key or --rpc-host/--rpc-port"
+        )
+    use_all_cores()
+    workdir = tempfile.TemporaryDirectory(prefix="tvmc-mobilenet-")
+    lib_path = artifact.extract_library(Path(workdir.name))
+    module = tvm.runtime.load_module(str(lib_path))
+    return LoadedModel(module, tvm.cpu(0), artifact.input_shape, artifact.input_dtype, holder=workdir)
+
+
+def _same_arch(artifact: Artifact) -> bool:
+    import platform
+
+    triple = str(artifact.manifest["target"].get("tvm", {}).get("mtriple", ""))
+    return not triple or triple.startswith(platform.machine())
+
+
+def verify_on_reference(model: LoadedModel, artifact: Artifact) -> Comparison:
+    """Run the stored reference input and compare with the stored reference output."""
+    output = model.run(artifact.reference_input())
+    tolerance = artifact.manifest.get("verification", {}).get("tolerance", RELATIVE_TOLERANCE)
+    comparison = compare_outputs(output, artifact.reference_output(), tolerance)
+    if not comparison.passed:
+        raise VerificationError(
+            f"artifact {str(artifact.path)!r}: output differs from the reference by {comparison.max_abs_error:.3g} "
+            f"(relative {comparison.max_rel_error:.3g} > tolerance {tolerance:g}); the module or device is faulty"
+        )
+    return comparison

@@ -1,0 +1,79 @@
+"""Inputs and results as files: .npy tensors in, top classes and JSON reports out (atomically)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tvmc_mobilenet.errors import BadInputError
+from tvmc_mobilenet.runtime.artifact import Artifact, npy_bytes
+from tvmc_mobilenet.runtime.executor import Comparison, TimingStats
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, payload: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    atomic_write_bytes(path, npy_bytes(array))
+
+
+def load_input(path: Path) -> np.ndarray:
+    """A .npy tensor (no pickled objects); its shape and dtype are checked by the model."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"input file {str(path)!r} does not exist")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise BadInputError(f"input file {str(path)!r} is not a NumPy .npy array ({exc})") from None
+    if not isinstance(array, np.ndarray):
+        raise BadInputError(f"input file {str(path)!r} holds several arrays; give a single .npy array")
+    return array
+
+
+def top_classes(logits: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+    """Per image, the ``k`` most probable classes with their softmax probabilities."""
+    logits = np.asarray(logits, dtype=np.float64).reshape(logits.shape[0], -1)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted)
+    probs /= probs.sum(axis=1, keepdims=True)
+    out = []
+    for row in probs:
+        idx = np.argsort(-row, kind="stable")[:k]
+        out.append([(int(i), float(row[i])) for i in idx])
+    return out
+
+
+def bench_report(artifact: Artifact, stats: TimingStats, comparison: Comparison, where: str) -> dict[str, Any]:
+    batch = artifact.input_shape[0]
+    return {
+        "artifact": str(artifact.path),
+        "model": artifact.manifest["model"],
+        "target": artifact.manifest["target"]["name"],
+        "where": where,
+        "batch": batch,
+        "latency": stats.to_json(),
+        "throughput_images_per_s": 1000.0 * batch / stats.median_ms,
+        "output_check": comparison.to_json(),
+        "library_sha256": artifact.manifest["library"]["sha256"],
+    }

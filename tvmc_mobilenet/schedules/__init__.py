@@ -1,0 +1,34 @@
+"""Default schedules: what a kernel gets when no tuning record exists for it.
+
+Rules are DLight schedule rules, tried in order per kernel; the first that applies wins. Each
+backend lists its rules in :data:`DEFAULT_RULES`, so adding a backend is adding an entry.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import tvm
+
+
+def _cpu_rules() -> list:
+    from tvm.s_tir import dlight
+
+    from tvmc_mobilenet.schedules.cpu.generic import ParallelVectorize
+
+    return [dlight.cpu.GEMV(), ParallelVectorize()]
+
+
+#: Target kind → the default rules for it, in priority order.
+DEFAULT_RULES: dict[str, Callable[[], list]] = {"llvm": _cpu_rules}
+
+
+def default_schedule_pass(target: "tvm.target.Target") -> "tvm.transform.Pass":
+    """The pass that schedules every kernel not already scheduled (e.g. by a tuning record)."""
+    from tvm.s_tir import dlight
+
+    kind = target.kind.name
+    if kind not in DEFAULT_RULES:
+        raise NotImplementedError(f"no default schedules for target kind {kind!r}")
+    return dlight.ApplyDefaultSchedule(*DEFAULT_RULES[kind]())

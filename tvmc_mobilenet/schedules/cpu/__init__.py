@@ -1,0 +1,1 @@
+"""Default schedules for CPUs (x86 and ARM, through LLVM)."""

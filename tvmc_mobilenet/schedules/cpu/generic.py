@@ -1,0 +1,99 @@
+"""A fallback schedule for any CPU kernel: parallel outer loops, vectorised inner loop.
+
+TVM's legalised kernels are plain loop nests that run on one core, one element at a time; DLight
+has CPU rules only for GEMV and reductions. This rule gives every other kernel (convolutions,
+their fused bias + ReLU epilogues, layout and elementwise kernels) the two things that matter most
+on a multi-core SIMD CPU, without any search:
+
+* cheap producers and consumers are inlined (padding into the convolution, bias + ReLU chained
+  into one elementwise pass);
+* in each remaining block the spatial loops are split in two: the outer ones are fused and run in
+  parallel, the innermost spatial loop is moved inside the reduction loops and vectorised, so a
+  convolution accumulates a whole row of outputs per multiply-add instruction.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis import normalize_prim_func
+from tvm.s_tir.dlight.base import ScheduleRule, try_inline
+from tvm.target import Target
+
+#: Largest innermost loop vectorised whole; longer ones are split to a multiple of the lanes.
+MAX_VECTOR_EXTENT = 64
+#: Parallel work items per core wanted before the outer loops stop being fused.
+PARALLEL_ITEMS_PER_CORE = 8
+
+
+def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
+    """float32 lanes of the target's widest vector register (NEON 4, AVX2 8, AVX-512 16)."""
+    from tvm.target import codegen
+
+    try:
+        with target:
+            width = int(codegen.llvm_get_vector_width(target))
+    except Exception:  # target without LLVM vector info
+        width = 128
+    return max(1, width // dtype_bits)
+
+
+def _extent(sch: s_tir.Schedule, loop) -> int | None:
+    extent = sch.get(loop).extent
+    return int(extent) if isinstance(extent, tirx.IntImm) else None
+
+
+class ParallelVectorize(ScheduleRule):
+    """Parallelise and vectorise every block of a kernel that no better rule claimed."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        block_infos = normalize_prim_func(sch)
+        if block_infos is None:
+            return None
+        block_infos = try_inline(sch, block_infos)
+        cores = int(target.attrs.get("num-cores", 1) or 1)
+        lanes = vector_lanes(target)
+        for info in block_infos:
+            self._schedule_block(sch, info, cores, lanes)
+        return sch
+
+    def _schedule_block(self, sch: s_tir.Schedule, info, cores: int, lanes: int) -> None:
+        block = info.block_rv
+        loops = sch.get_loops(block)
+        kinds = info.dom_kind()
+        if not loops or len(kinds) != len(loops) or "O" in kinds:
+            return
+        spatial = [loop for loop, kind in zip(loops, kinds) if kind == "S"]
+        reduction = [loop for loop, kind in zip(loops, kinds) if kind == "R"]
+        if not spatial:
+            return
+        # Innermost spatial loop: vectorised, placed inside the reduction loops.
+        inner = spatial[-1]
+        outer = spatial[:-1]
+        inner_extent = _extent(sch, inner)
+        vector_loop = None
+        if inner_extent is not None and inner_extent > 1:
+            if inner_extent <= MAX_VECTOR_EXTENT:
+                vector_loop = inner
+            elif inner_extent % lanes == 0:
+                rest, vector_loop = sch.split(inner, factors=[None, lanes])
+                outer = outer + [rest]
+        sch.reorder(*outer, *reduction, *([vector_loop] if vector_loop is not None else [inner]))
+        # Outer spatial loops: fuse from the outside until there is enough parallel work.
+        if outer:
+            wanted = cores * PARALLEL_ITEMS_PER_CORE
+            fused, total = [], 1
+            for loop in outer:
+                fused.append(loop)
+                total *= _extent(sch, loop) or wanted
+                if total >= wanted:
+                    break
+            parallel = sch.fuse(*fused) if len(fused) > 1 else fused[0]
+            if cores > 1:
+                sch.parallel(parallel)
+        if vector_loop is not None:
+            sch.vectorize(vector_loop)
+        if reduction:  # after vectorize: the update block alone is no longer a reduction block
+            sch.decompose_reduction(block, reduction[0])

@@ -1,0 +1,297 @@
+"""The target registry: the one place that knows devices.
+
+A target is data: a short name mapped to the TVM target (a tag or a JSON dict), the compiler that
+links its library, the RPC key its boards register under, its thread count and how it is
+measured. Adding a board is adding one :class:`TargetSpec` to :data:`TARGETS`.
+
+Anything that is not a registry name is tried as a TVM tag (``raspberry-pi/4b-aarch64``) or a
+JSON target dict (``{"kind": "llvm", "mcpu": "znver4"}``) and passed to TVM as is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from tvmc_mobilenet.errors import TargetError
+
+#: Placeholder for the host's TVM target, which is detected (see :mod:`.host`).
+HOST_TARGET = "host"
+
+
+class Device(str, Enum):
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class Measure(str, Enum):
+    """How a target's modules are run and timed."""
+
+    LOCAL = "local"  # on this machine
+    RPC = "rpc"  # on a board reached through a TVM RPC tracker or server
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    description: str
+    #: A TVM tag, a JSON-able dict, or :data:`HOST_TARGET`.
+    tvm_target: str | dict[str, Any]
+    device: Device = Device.CPU
+    #: The C++ compiler that links the exported library; None: the host's default (g++).
+    cross_compiler: str | None = None
+    #: The Debian package that provides ``cross_compiler``.
+    cross_compiler_package: str | None = None
+    rpc_key: str | None = None
+    threads: int | None = None
+    measure: Measure = Measure.LOCAL
+    #: Why ``build`` cannot handle this target yet (None: it can). Cleared by the issue that adds it.
+    unsupported_reason: str | None = None
+    aliases: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "tvm_target": self.tvm_target,
+            "device": self.device.value,
+            "cross_compiler": self.cross_compiler,
+            "cross_compiler_package": self.cross_compiler_package,
+            "rpc_key": self.rpc_key,
+            "threads": self.threads,
+            "measure": self.measure.value,
+            "supported": self.unsupported_reason is None,
+            "unsupported_reason": self.unsupported_reason,
+            "aliases": list(self.aliases),
+        }
+
+
+_AARCH64 = dict(
+    cross_compiler="aarch64-linux-gnu-g++",
+    cross_compiler_package="g++-aarch64-linux-gnu",
+    measure=Measure.RPC,
+)
+_CUDA_PENDING = "CUDA builds (nvcc, compiled GPU code in the artifact) are not supported yet"
+
+TARGETS: tuple[TargetSpec, ...] = (
+    TargetSpec(
+        name="host",
+        description="This machine's CPU, features detected by LLVM",
+        tvm_target=HOST_TARGET,
+    ),
+    TargetSpec(
+        name="rasp4b",
+        description="Raspberry Pi 4B, 64-bit OS: Cortex-A72, NEON, 4 cores",
+        tvm_target="raspberry-pi/4b-aarch64",
+        rpc_key="rasp4b",
+        threads=4,
+        **_AARCH64,
+    ),
+    TargetSpec(
+        name="rasp3b",
+        description="Raspberry Pi 3B, 64-bit OS: Cortex-A53, NEON, 4 cores",
+        tvm_target={
+            "kind": "llvm",
+            "mtriple": "aarch64-linux-gnu",
+            "mcpu": "cortex-a53",
+            "mattr": ["+neon"],
+            "num-cores": 4,
+        },
+        rpc_key="rasp3b",
+        threads=4,
+        **_AARCH64,
+    ),
+    TargetSpec(
+        name="rk3399",
+        description="Rockchip RK3399 (e.g. Firefly, Rock Pi 4): 2× Cortex-A72 + 4× Cortex-A53, NEON",
+        tvm_target={
+            "kind": "llvm",
+            "mtriple": "aarch64-linux-gnu",
+            "mcpu": "cortex-a72",
+            "mattr": ["+neon"],
+            "num-cores": 2,
+        },
+        rpc_key="rk3399",
+        threads=2,
+        **_AARCH64,
+    ),
+    TargetSpec(
+        name="aarch64",
+        description="Any 64-bit ARM Linux board: generic ARMv8-A with NEON",
+        tvm_target={"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
+        rpc_key="aarch64",
+        **_AARCH64,
+    ),
+    TargetSpec(
+        name="jetson-orin-nano",
+        description="NVIDIA Jetson Orin Nano: Ampere GPU sm_87, 6-core Cortex-A78AE host",
+        tvm_target={
+            "kind": "cuda",
+            "arch": "sm_87",
+            "max_num_threads": 1024,
+            "thread_warp_size": 32,
+            "max_shared_memory_per_block": 49152,
+            "registers_per_block": 65536,
+            "host": {
+                "kind": "llvm",
+                "mtriple": "aarch64-linux-gnu",
+                "mcpu": "cortex-a78ae",
+                "mattr": ["+neon"],
+                "num-cores": 6,
+            },
+        },
+        device=Device.CUDA,
+        rpc_key="jetson-orin-nano",
+        measure=Measure.RPC,
+        cross_compiler="aarch64-linux-gnu-g++",
+        cross_compiler_package="g++-aarch64-linux-gnu",
+        unsupported_reason=_CUDA_PENDING,
+    ),
+    TargetSpec(
+        name="cuda",
+        description="The local NVIDIA GPU (compute capability detected or given)",
+        tvm_target={"kind": "cuda"},
+        device=Device.CUDA,
+        unsupported_reason=_CUDA_PENDING,
+    ),
+    TargetSpec(
+        name="a100",
+        description="NVIDIA A100 (sm_80)",
+        tvm_target="nvidia/nvidia-a100",
+        device=Device.CUDA,
+        unsupported_reason=_CUDA_PENDING,
+    ),
+    TargetSpec(
+        name="h100",
+        description="NVIDIA H100 / H200 (sm_90)",
+        tvm_target="nvidia/nvidia-h100",
+        device=Device.CUDA,
+        aliases=("h200",),
+        unsupported_reason=_CUDA_PENDING,
+    ),
+)
+
+_BY_NAME: dict[str, TargetSpec] = {}
+for _spec in TARGETS:
+    for _name in (_spec.name, *_spec.aliases):
+        _BY_NAME[_name] = _spec
+
+
+def registry_names() -> list[str]:
+    return [spec.name for spec in TARGETS]
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    """A target ready for TVM: the registry entry (or an ad-hoc one) and the TVM target as JSON."""
+
+    spec: TargetSpec
+    #: The TVM target as the JSON dict TVM itself prints (tags expanded).
+    target_json: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def tvm_target(self):
+        """The ``tvm.target.Target`` (imports TVM)."""
+        import tvm
+
+        return tvm.target.Target(self.target_json)
+
+    @property
+    def runs_here(self) -> bool:
+        """Whether modules for this target can be run on this machine (for verification)."""
+        return self.spec.measure is Measure.LOCAL and self.spec.device is Device.CPU and (
+            self.spec.tvm_target == HOST_TARGET or _is_native(self.target_json)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "tvm": self.target_json}
+
+
+def _is_native(target_json: dict[str, Any]) -> bool:
+    import platform
+
+    triple = str(target_json.get("mtriple", ""))
+    if target_json.get("kind") != "llvm":
+        return False
+    return not triple or triple.startswith(platform.machine())
+
+
+def lookup(name: str) -> TargetSpec | None:
+    return _BY_NAME.get(name)
+
+
+def resolve_target(name_or_target: str) -> ResolvedTarget:
+    """A registry name, a TVM tag, or a JSON target dict → :class:`ResolvedTarget`.
+
+    Raises :class:`TargetError` with the known names when nothing matches.
+    """
+    text = name_or_target.strip()
+    spec = lookup(text)
+    if spec is None:
+        spec = _adhoc_spec(text)
+    return ResolvedTarget(spec, _target_json(spec.tvm_target))
+
+
+def _adhoc_spec(text: str) -> TargetSpec:
+    """A TVM tag or JSON dict given on the command line, wrapped as a registry-like entry."""
+    if text.startswith("{"):
+        try:
+            target = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TargetError(f"target {text!r} is not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(target, dict) or "kind" not in target:
+            raise TargetError(f"a JSON target must be an object with a \"kind\" key, got {text!r}")
+    else:
+        target = text
+    target_json = _target_json(target, original=text)
+    kind = target_json.get("kind")
+    device = Device.CUDA if kind == "cuda" else Device.CPU
+    is_aarch64 = str(target_json.get("mtriple", "")).startswith("aarch64")
+    return TargetSpec(
+        name=text,
+        description="TVM target given on the command line",
+        tvm_target=target,
+        device=device,
+        cross_compiler="aarch64-linux-gnu-g++" if is_aarch64 else None,
+        cross_compiler_package="g++-aarch64-linux-gnu" if is_aarch64 else None,
+        measure=Measure.LOCAL if _is_native(target_json) else Measure.RPC,
+        unsupported_reason=_CUDA_PENDING if device is Device.CUDA else None,
+    )
+
+
+def _target_json(target: str | dict[str, Any], original: str | None = None) -> dict[str, Any]:
+    if target == HOST_TARGET:
+        from tvmc_mobilenet.targets.host import host_target_json
+
+        return host_target_json()
+    import tvm
+
+    try:
+        parsed = tvm.target.Target(target)
+    except Exception as exc:  # TVM raises ValueError or its own errors for unknown tags/keys
+        shown = original or (target if isinstance(target, str) else json.dumps(target))
+        known = ", ".join(registry_names())
+        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise TargetError(
+            f"unknown target {shown!r}: not one of {known}, and TVM rejects it as a tag or JSON target "
+            f"({first_line}); run 'tvmc-mobilenet targets' for the list"
+        ) from None
+    return json.loads(str(parsed))
+
+
+def require_buildable(resolved: ResolvedTarget) -> None:
+    """Raise if this version cannot build for the target, or its toolchain is missing here."""
+    spec = resolved.spec
+    if spec.unsupported_reason:
+        raise TargetError(f"target {spec.name!r}: {spec.unsupported_reason}")
+    if spec.cross_compiler and shutil.which(spec.cross_compiler) is None:
+        raise TargetError(
+            f"target {spec.name!r} needs the cross compiler {spec.cross_compiler}, which is not on PATH; "
+            f"install it with: apt-get install {spec.cross_compiler_package}"
+        )
