@@ -9,6 +9,7 @@ thread count; the median latency of each and the ratios to ONNX Runtime go to a 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -25,8 +26,11 @@ DEFAULT_MODELS = [(1.0, 224), (0.5, 160), (0.25, 128)]
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
-    p.add_argument("--models", default=",".join(f"{a:g}-{r}" for a, r in DEFAULT_MODELS),
-                   help="comma-separated ALPHA-RESOLUTION pairs (default: %(default)s)")
+    p.add_argument(
+        "--models",
+        default=",".join(f"{a:g}-{r}" for a, r in DEFAULT_MODELS),
+        help="comma-separated ALPHA-RESOLUTION pairs (default: %(default)s)",
+    )
     p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per engine and model (default 3)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "untuned_vs_peers.json")
     return p.parse_args()
@@ -81,12 +85,12 @@ def main() -> int:
             data = artifact.reference_input()
 
             tvm_model = load_local(artifact)
-            tvm_stats = time_callable(lambda: tvm_model.run(data), args.seconds)
+            tvm_stats = time_callable(functools.partial(tvm_model.run, data), args.seconds)
 
             net = build_network(model_config, seed=config.seed)
             x = torch.from_numpy(data)
             with torch.no_grad():
-                torch_stats = time_callable(lambda: net(x), args.seconds)
+                torch_stats = time_callable(functools.partial(net, x), args.seconds)
 
             onnx_path = Path(tmp) / f"{item}.onnx"
             torch.onnx.export(net, (x,), str(onnx_path), dynamo=False, input_names=["input"])
@@ -96,7 +100,7 @@ def main() -> int:
             session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
             ort_out = session.run(None, {"input": data})[0]
             assert np.max(np.abs(ort_out - artifact.reference_output())) <= 1e-3 * np.max(np.abs(ort_out))
-            ort_stats = time_callable(lambda: session.run(None, {"input": data}), args.seconds)
+            ort_stats = time_callable(functools.partial(session.run, None, {"input": data}), args.seconds)
 
             flops = model_cost(model_config).flops
             row = {

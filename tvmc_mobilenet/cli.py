@@ -32,12 +32,22 @@ def _console(stderr: bool = False):
 def _model_options(func):
     """--alpha, --resolution, --variant, --classes: the network's shape."""
     func = click.option("--classes", "num_classes", type=int, default=1000, show_default=True, help="Number of output classes.")(func)
-    func = click.option("--variant", type=click.Choice(VARIANTS), default="mobilenet", show_default=True,
-                        help="The paper's network, or its full-conv (Table 4) / shallow (Table 5) variant.")(func)
-    func = click.option("--resolution", "-r", type=int, default=224, show_default=True,
-                        help="Input resolution: a multiple of 32 from 32 to 512 (ρ = resolution/224).")(func)
-    func = click.option("--alpha", "-a", type=float, default=1.0, show_default=True,
-                        help="Width multiplier α in (0, 1].")(func)
+    func = click.option(
+        "--variant",
+        type=click.Choice(VARIANTS),
+        default="mobilenet",
+        show_default=True,
+        help="The paper's network, or its full-conv (Table 4) / shallow (Table 5) variant.",
+    )(func)
+    func = click.option(
+        "--resolution",
+        "-r",
+        type=int,
+        default=224,
+        show_default=True,
+        help="Input resolution: a multiple of 32 from 32 to 512 (ρ = resolution/224).",
+    )(func)
+    func = click.option("--alpha", "-a", type=float, default=1.0, show_default=True, help="Width multiplier α in (0, 1].")(func)
     return func
 
 
@@ -112,8 +122,7 @@ def targets(as_json: bool) -> None:
 @cli.command()
 @_model_options
 @click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size (1 to 1024).")
-@click.option("--target", "-t", default="host", show_default=True,
-              help="Registry name (see 'targets'), TVM tag, or JSON target dict.")
+@click.option("--target", "-t", default="host", show_default=True, help="Registry name (see 'targets'), TVM tag, or JSON target dict.")
 @click.option("--model", "model_file", type=EXISTING_FILE, help="Build a user's ONNX file instead of the built-in network.")
 @click.option("--weights", type=EXISTING_FILE, help="PyTorch state_dict for the built-in network (default: random weights).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and reference input.")
@@ -125,12 +134,23 @@ def build(alpha, resolution, variant, num_classes, batch, target, model_file, we
     from tvmc_mobilenet.compiler.build import BuildConfig, build_model
 
     config = BuildConfig(
-        alpha=alpha, resolution=resolution, variant=variant, batch=batch, num_classes=num_classes, target=target,
-        model_file=model_file, weights=weights, seed=seed, tuning_db=tuning_db, output=output, verify=not no_verify,
+        alpha=alpha,
+        resolution=resolution,
+        variant=variant,
+        batch=batch,
+        num_classes=num_classes,
+        target=target,
+        model_file=model_file,
+        weights=weights,
+        seed=seed,
+        tuning_db=tuning_db,
+        output=output,
+        verify=not no_verify,
     )
     err = _console(stderr=True)
     err.print(f"[dim]{config}[/dim]")
     with err.status("building…") as status:
+
         def log(message: str) -> None:
             status.update(message + "…")
             err.print(f"• {message}")

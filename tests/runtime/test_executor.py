@@ -39,7 +39,8 @@ def test_timing_stats_from_known_samples():
 
 def test_wrong_input_shape_is_refused(tiny_artifact):
     model = load_local(open_artifact(tiny_artifact))
-    with pytest.raises(BadInputError, match=r"input has shape \(1, 3, 64, 64\) and dtype float32; the model expects shape \(1, 3, 96, 96\)"):
+    expected = r"input has shape \(1, 3, 64, 64\) and dtype float32; the model expects shape \(1, 3, 96, 96\)"
+    with pytest.raises(BadInputError, match=expected):
         model.run(np.zeros((1, 3, 64, 64), np.float32))
 
 

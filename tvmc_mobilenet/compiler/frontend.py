@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class ImportedModel:
     """A Relax module with one static-shape input, and how to compute its reference output."""
 
-    mod: "tvm.IRModule"
+    mod: tvm.IRModule
     input_name: str
     input_shape: tuple[int, ...]
     input_dtype: str
@@ -34,7 +34,7 @@ class ImportedModel:
         return self._reference_fn(data)
 
 
-def import_pytorch(net: "torch.nn.Module", input_shape: tuple[int, ...]) -> ImportedModel:
+def import_pytorch(net: torch.nn.Module, input_shape: tuple[int, ...]) -> ImportedModel:
     """Export ``net`` (in eval mode) with ``torch.export`` and translate it to Relax."""
     import torch
     from tvm.relax.frontend.torch import from_exported_program
@@ -62,9 +62,7 @@ def import_onnx(path: Path, batch: int | None = None) -> ImportedModel:
     try:
         import onnx
     except ImportError:
-        raise BadInputError(
-            "ONNX import needs the onnx package: pip install 'tvmc-mobilenet[onnx]'"
-        ) from None
+        raise BadInputError("ONNX import needs the onnx package: pip install 'tvmc-mobilenet[onnx]'") from None
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"model file {str(path)!r} does not exist")
@@ -72,21 +70,16 @@ def import_onnx(path: Path, batch: int | None = None) -> ImportedModel:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise BadInputError(
-            f"model file {str(path)!r} is not a valid ONNX model ({type(exc).__name__}: {_first_line(exc)})"
-        ) from None
+        raise BadInputError(f"model file {str(path)!r} is not a valid ONNX model ({type(exc).__name__}: {_first_line(exc)})") from None
     initializers = {init.name for init in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
-        raise BadInputError(
-            f"model file {str(path)!r} has {len(inputs)} inputs; expected one image input (N, C, H, W)"
-        )
+        raise BadInputError(f"model file {str(path)!r} has {len(inputs)} inputs; expected one image input (N, C, H, W)")
     graph_input = inputs[0]
     elem_type = graph_input.type.tensor_type.elem_type
     if elem_type != onnx.TensorProto.FLOAT:
         raise BadInputError(
-            f"model input {graph_input.name!r} has ONNX element type "
-            f"{onnx.TensorProto.DataType.Name(elem_type)}; expected FLOAT (float32)"
+            f"model input {graph_input.name!r} has ONNX element type {onnx.TensorProto.DataType.Name(elem_type)}; expected FLOAT (float32)"
         )
     shape = _static_input_shape(path, graph_input, batch)
     from tvm.relax.frontend.onnx import from_onnx
@@ -94,18 +87,14 @@ def import_onnx(path: Path, batch: int | None = None) -> ImportedModel:
     try:
         mod = from_onnx(model, shape_dict={graph_input.name: list(shape)}, keep_params_in_input=False)
     except Exception as exc:
-        raise BadInputError(
-            f"TVM cannot import {str(path)!r}: {type(exc).__name__}: {_first_line(exc)}"
-        ) from None
+        raise BadInputError(f"TVM cannot import {str(path)!r}: {type(exc).__name__}: {_first_line(exc)}") from None
     model_bytes = path.read_bytes()
 
     def reference(data: np.ndarray) -> np.ndarray:
         try:
             import onnxruntime
         except ImportError:
-            raise BadInputError(
-                "verifying an ONNX model needs onnxruntime: pip install 'tvmc-mobilenet[onnx]'"
-            ) from None
+            raise BadInputError("verifying an ONNX model needs onnxruntime: pip install 'tvmc-mobilenet[onnx]'") from None
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 2
         session = onnxruntime.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
@@ -118,8 +107,7 @@ def _static_input_shape(path: Path, graph_input, batch: int | None) -> tuple[int
     dims = graph_input.type.tensor_type.shape.dim
     if len(dims) != 4:
         raise BadInputError(
-            f"model input {graph_input.name!r} in {str(path)!r} has rank {len(dims)}; expected an image "
-            "batch of rank 4 (N, C, H, W)"
+            f"model input {graph_input.name!r} in {str(path)!r} has rank {len(dims)}; expected an image batch of rank 4 (N, C, H, W)"
         )
     shape = []
     for axis, dim in enumerate(dims):
@@ -134,9 +122,7 @@ def _static_input_shape(path: Path, graph_input, batch: int | None) -> tuple[int
                 f"axis {axis}; export the model with a fixed input size (only the batch may be dynamic)"
             )
     if batch is not None and shape[0] != batch:
-        raise BadInputError(
-            f"model input {graph_input.name!r} has a fixed batch of {shape[0]}, but --batch {batch} was given"
-        )
+        raise BadInputError(f"model input {graph_input.name!r} has a fixed batch of {shape[0]}, but --batch {batch} was given")
     return tuple(shape)
 
 

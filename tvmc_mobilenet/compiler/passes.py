@@ -17,12 +17,10 @@ if TYPE_CHECKING:
     import tvm
 
 #: Relax operators that would mean BatchNorm (or another affine map) is computed at run time.
-RUNTIME_ARITHMETIC_OPS = frozenset(
-    {"relax.nn.batch_norm", "relax.subtract", "relax.divide", "relax.multiply", "relax.sqrt", "relax.rsqrt"}
-)
+RUNTIME_ARITHMETIC_OPS = frozenset({"relax.nn.batch_norm", "relax.subtract", "relax.divide", "relax.multiply", "relax.sqrt", "relax.rsqrt"})
 
 
-def simplify_for_inference(mod: "tvm.IRModule") -> "tvm.IRModule":
+def simplify_for_inference(mod: tvm.IRModule) -> tvm.IRModule:
     """Fold BatchNorm into convolutions, decompose what is left, evaluate constant expressions."""
     import tvm
     from tvm import relax
@@ -39,7 +37,7 @@ def simplify_for_inference(mod: "tvm.IRModule") -> "tvm.IRModule":
     )(mod)
 
 
-def fold_batchnorm_into_conv2d() -> "tvm.transform.Pass":
+def fold_batchnorm_into_conv2d() -> tvm.transform.Pass:
     """``batch_norm(conv2d(x, W) [+ c])`` with constant W, c and statistics → ``conv2d(x, W') + b'``.
 
     The same rewrite as TVM's ``FoldBatchnormToConv2D`` (which misses a convolution with a bias,
@@ -78,7 +76,7 @@ def fold_batchnorm_into_conv2d() -> "tvm.transform.Pass":
         return relax.op.add(relax.Call(conv_call.op, (matches[data], folded_w), conv_call.attrs), folded_b)
 
     @tvm.transform.module_pass(opt_level=0, name="FoldBatchnormIntoConv2D")
-    def _pass(mod: "tvm.IRModule", _ctx) -> "tvm.IRModule":
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         for gvar, func in list(mod.functions.items()):
             if isinstance(func, relax.Function):
                 mod[gvar] = rewrite_call(pattern, rewrite, func)
@@ -87,7 +85,7 @@ def fold_batchnorm_into_conv2d() -> "tvm.transform.Pass":
     return _pass
 
 
-def relax_op_counts(mod: "tvm.IRModule") -> Counter:
+def relax_op_counts(mod: tvm.IRModule) -> Counter:
     """How many calls of each Relax operator the module's Relax functions make."""
     import tvm
     from tvm import relax
@@ -104,7 +102,7 @@ def relax_op_counts(mod: "tvm.IRModule") -> Counter:
     return counts
 
 
-def legalize_and_fuse(mod: "tvm.IRModule", target: "tvm.target.Target") -> "tvm.IRModule":
+def legalize_and_fuse(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
     """Relax operators → TIR kernels, fused (conv + bias + ReLU become one kernel)."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
@@ -114,7 +112,7 @@ def legalize_and_fuse(mod: "tvm.IRModule", target: "tvm.target.Target") -> "tvm.
         return tvm.transform.Sequential(passes)(mod)
 
 
-def schedule_and_lower(target: "tvm.target.Target", database=None) -> "tvm.transform.Pass":
+def schedule_and_lower(target: tvm.target.Target, database=None) -> tvm.transform.Pass:
     """The rest of the Relax pipeline after :func:`legalize_and_fuse`, for ``tvm.compile``.
 
     Kernels found in ``database`` (a MetaSchedule database) take their tuned schedule; the rest
@@ -128,7 +126,7 @@ def schedule_and_lower(target: "tvm.target.Target", database=None) -> "tvm.trans
     from tvmc_mobilenet.schedules import default_schedule_pass
 
     @tvm.transform.module_pass(opt_level=0, name="TvmcMobilenetScheduleAndLower")
-    def _pipeline(mod: "tvm.IRModule", _ctx) -> "tvm.IRModule":
+    def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         passes = []
         if database is not None:
             passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))

@@ -29,7 +29,7 @@ class TuningDatabase:
             digest.update((self.path / name).read_bytes())
         return digest.hexdigest()
 
-    def count_tuned(self, mod: "tvm.IRModule", target: "tvm.target.Target") -> tuple[int, int]:
+    def count_tuned(self, mod: tvm.IRModule, target: tvm.target.Target) -> tuple[int, int]:
         """(kernels of ``mod`` with a tuning record for ``target``, kernels in all)."""
         import tvm
         from tvm import tirx

@@ -89,8 +89,7 @@ def validate_resolution(resolution: object) -> int:
     )
     if not ok:
         raise BadInputError(
-            f"resolution must be a multiple of 32 from {MIN_RESOLUTION} to {MAX_RESOLUTION} "
-            f"(e.g. 224, 192, 160, 128), got {resolution!r}"
+            f"resolution must be a multiple of 32 from {MIN_RESOLUTION} to {MAX_RESOLUTION} (e.g. 224, 192, 160, 128), got {resolution!r}"
         )
     return resolution
 

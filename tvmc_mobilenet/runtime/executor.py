@@ -38,7 +38,7 @@ class TimingStats:
     samples_ms: tuple[float, ...]
 
     @classmethod
-    def from_seconds(cls, samples_s: list[float], number: int, warmup: int) -> "TimingStats":
+    def from_seconds(cls, samples_s: list[float], number: int, warmup: int) -> TimingStats:
         ms = sorted(s * 1e3 for s in samples_s)
         return cls(
             number=number,

@@ -6,7 +6,10 @@ backend lists its rules in :data:`DEFAULT_RULES`, so adding a backend is adding 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
+from collections.abc import Callable
+
+from tvmc_mobilenet.errors import TargetError
 
 if TYPE_CHECKING:
     import tvm
@@ -24,11 +27,11 @@ def _cpu_rules() -> list:
 DEFAULT_RULES: dict[str, Callable[[], list]] = {"llvm": _cpu_rules}
 
 
-def default_schedule_pass(target: "tvm.target.Target") -> "tvm.transform.Pass":
+def default_schedule_pass(target: tvm.target.Target) -> tvm.transform.Pass:
     """The pass that schedules every kernel not already scheduled (e.g. by a tuning record)."""
     from tvm.s_tir import dlight
 
     kind = target.kind.name
     if kind not in DEFAULT_RULES:
-        raise NotImplementedError(f"no default schedules for target kind {kind!r}")
+        raise TargetError(f"no default schedules for TVM target kind {kind!r}; supported: {', '.join(DEFAULT_RULES)}")
     return dlight.ApplyDefaultSchedule(*DEFAULT_RULES[kind]())

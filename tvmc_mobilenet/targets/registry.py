@@ -205,8 +205,10 @@ class ResolvedTarget:
     @property
     def runs_here(self) -> bool:
         """Whether modules for this target can be run on this machine (for verification)."""
-        return self.spec.measure is Measure.LOCAL and self.spec.device is Device.CPU and (
-            self.spec.tvm_target == HOST_TARGET or _is_native(self.target_json)
+        return (
+            self.spec.measure is Measure.LOCAL
+            and self.spec.device is Device.CPU
+            and (self.spec.tvm_target == HOST_TARGET or _is_native(self.target_json))
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -246,7 +248,7 @@ def _adhoc_spec(text: str) -> TargetSpec:
         except json.JSONDecodeError as exc:
             raise TargetError(f"target {text!r} is not valid JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(target, dict) or "kind" not in target:
-            raise TargetError(f"a JSON target must be an object with a \"kind\" key, got {text!r}")
+            raise TargetError(f'a JSON target must be an object with a "kind" key, got {text!r}')
     else:
         target = text
     target_json = _target_json(target, original=text)

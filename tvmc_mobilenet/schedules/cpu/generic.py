@@ -65,8 +65,8 @@ class ParallelVectorize(ScheduleRule):
         kinds = info.dom_kind()
         if not loops or len(kinds) != len(loops) or "O" in kinds:
             return
-        spatial = [loop for loop, kind in zip(loops, kinds) if kind == "S"]
-        reduction = [loop for loop, kind in zip(loops, kinds) if kind == "R"]
+        spatial = [loop for loop, kind in zip(loops, kinds, strict=True) if kind == "S"]
+        reduction = [loop for loop, kind in zip(loops, kinds, strict=True) if kind == "R"]
         if not spatial:
             return
         # Innermost spatial loop: vectorised, placed inside the reduction loops.
