@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,11 @@ from tvmc_mobilenet.compiler.build import BuildConfig, build_model
 
 #: The smallest network that still has every layer type: α=0.25 at 96×96 (~8 M Mult-Adds).
 TINY = dict(alpha=0.25, resolution=96)
+
+
+def pytest_configure(config):
+    """Keep the user's tuning databases out of the tests: a private cache directory per run."""
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="tvmc-mobilenet-test-cache-")
 
 
 @functools.cache

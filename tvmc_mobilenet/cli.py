@@ -57,6 +57,8 @@ def _model_options(func):
 def cli(verbose: int) -> None:
     """Compile MobileNet v1 (width α, resolution ρ) with Apache TVM for edge devices."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s")
+    # MetaSchedule prints its task tables to stdout unless its logger has a level.
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 @cli.command()
@@ -126,10 +128,15 @@ def targets(as_json: bool) -> None:
 @click.option("--model", "model_file", type=FILE, help="Build a user's ONNX file instead of the built-in network.")
 @click.option("--weights", type=FILE, help="PyTorch state_dict for the built-in network (default: random weights).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and reference input.")
-@click.option("--tuning-db", type=click.Path(file_okay=False, path_type=Path), help="MetaSchedule database directory to apply.")
+@click.option(
+    "--tuning-db",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="MetaSchedule database to apply (default: the target's own, if tuned).",
+)
+@click.option("--no-tuning-db", is_flag=True, help="Ignore tuning databases: build with default schedules only.")
 @click.option("--no-verify", is_flag=True, help="Do not compare the module with the framework's output.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Artifact file (default: NAME-TARGET.tar here).")
-def build(alpha, resolution, variant, num_classes, batch, target, model_file, weights, seed, tuning_db, no_verify, output) -> None:
+def build(alpha, resolution, variant, num_classes, batch, target, model_file, weights, seed, tuning_db, no_tuning_db, no_verify, output):
     """Compile a MobileNet (or an ONNX file) into a verified artifact."""
     from tvmc_mobilenet.compiler.build import BuildConfig, build_model
 
@@ -166,6 +173,109 @@ def build(alpha, resolution, variant, num_classes, batch, target, model_file, we
     else:
         console.print(f"[yellow]not verified[/yellow]: {v['reason']}")
     console.print(f"artifact: {result.artifact_path}  ({result.manifest['build']['seconds']:.1f} s)")
+
+
+@cli.command()
+@_model_options
+@click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size (1 to 1024).")
+@click.option("--target", "-t", default="host", show_default=True, help="Registry name, TVM tag, or JSON target dict.")
+@click.option("--model", "model_file", type=FILE, help="Tune a user's ONNX file instead of the built-in network.")
+@click.option(
+    "--trials",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Total trials for this model's tasks, counting those already in the database.",
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Tuning database directory (default: one per target under the user's cache directory).",
+)
+@click.option(
+    "--tasks",
+    "task_kinds",
+    default="all",
+    show_default=True,
+    help="Task kinds to tune: all, or a comma-separated list of depthwise, pointwise, conv, dense, pool, other.",
+)
+@click.option("--resume", is_flag=True, help="Continue an earlier tune of this work dir to the requested total.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds a candidate may take to build or run.")
+@click.option("--seed", type=int, default=None, help="Seed of the search (default: random).")
+def tune(alpha, resolution, variant, num_classes, batch, target, model_file, trials, work_dir, task_kinds, resume, timeout, seed):
+    """Auto-schedule a model's kernels with MetaSchedule into the target's tuning database."""
+    from tvmc_mobilenet.compiler.tune import TuneConfig, tune_model
+
+    config = TuneConfig(
+        alpha=alpha,
+        resolution=resolution,
+        variant=variant,
+        num_classes=num_classes,
+        batch=batch,
+        model_file=model_file,
+        target=target,
+        trials=trials,
+        work_dir=work_dir,
+        tasks=task_kinds,
+        resume=resume,
+        timeout=timeout,
+        search_seed=seed,
+    )
+    err = _console(stderr=True)
+    err.print(f"[dim]{config}[/dim]")
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("tuning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("trials"),
+        TextColumn("{task.fields[tasks]}"),
+        TextColumn("{task.fields[estimate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as bar:
+        bar_id = None
+
+        def on_progress(p) -> None:
+            nonlocal bar_id
+            estimate = f"best est. {p.estimated_latency_ms:.2f} ms" if p.estimated_latency_ms else "best est. -"
+            tasks = f"tasks {p.tasks_measured}/{p.tasks_total}"
+            if bar_id is None:
+                bar_id = bar.add_task("tune", total=p.trials_total, tasks=tasks, estimate=estimate)
+            bar.update(bar_id, completed=p.trials_done, tasks=tasks, estimate=estimate)
+
+        result = tune_model(config, log=lambda m: err.print(f"• {m}"), on_progress=on_progress)
+    _print_tune_report(result)
+
+
+def _print_tune_report(result) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Tuned tasks of {result.model['name']} on {result.target}")
+    for col in ("task", "kind", "shape", "MFLOP", "weight", "best ms", "GFLOP/s", "trials"):
+        table.add_column(col, justify="left" if col in ("task", "kind", "shape") else "right")
+    for o in sorted(result.outcomes, key=lambda o: -(o.task.weight * (o.best_seconds or 0))):
+        table.add_row(
+            o.task.name,
+            o.task.kind.value,
+            o.task.shape,
+            f"{o.task.flops / 1e6:.2f}",
+            str(o.task.weight),
+            f"{o.best_seconds * 1e3:.4f}" if o.best_seconds else "-",
+            f"{o.gflops:.1f}" if o.gflops else "-",
+            f"{o.trials} (+{o.trials - o.trials_before})",
+        )
+    console = _console()
+    console.print(table)
+    estimate = result.estimated_latency_ms
+    console.print(
+        f"{result.trials_run} trials in {result.seconds:.0f} s ({result.trials_per_minute:.1f}/min); "
+        f"estimated end-to-end latency {f'{estimate:.3f} ms' if estimate else 'unknown (some tasks unmeasured)'}; "
+        f"database {result.work_dir}, report {result.work_dir / 'tuning_report.json'}"
+    )
 
 
 def _load(artifact_path: Path):

@@ -57,7 +57,36 @@ def test_database_errors(tmp_path):
         open_tuning_database(tmp_path / "half")
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / WORKLOAD_FILE).write_text("this is not json\n")
+    (bad / WORKLOAD_FILE).write_text("this is not json\n[1, 2]\n")
     (bad / RECORD_FILE).write_text("")
+    with pytest.raises(TuningError, match=r"database_workload.json' has a malformed record at line 1; the file is damaged"):
+        open_tuning_database(bad)
+    (bad / WORKLOAD_FILE).write_text('["123", "not a workload"]\n')
     with pytest.raises(TuningError, match=r"cannot be read"):
         open_tuning_database(bad)
+
+
+def test_truncated_last_record_is_dropped_and_the_rest_kept(tmp_path):
+    db_dir = _database_with_one_record(tmp_path / "db")
+    records = db_dir / RECORD_FILE
+    complete = records.read_bytes()
+    records.write_bytes(complete + complete[: len(complete) // 2])  # a second record, cut mid-write
+    with pytest.warns(UserWarning, match=r"truncated record .* dropped that line and kept the 1 complete ones"):
+        db = open_tuning_database(db_dir)
+    assert records.read_bytes() == complete
+    assert len(db.database.get_all_tuning_records()) == 1
+
+
+def test_record_missing_only_its_newline_is_kept(tmp_path):
+    db_dir = _database_with_one_record(tmp_path / "db")
+    records = db_dir / RECORD_FILE
+    complete = records.read_bytes()
+    records.write_bytes(complete.rstrip(b"\n"))
+    assert len(open_tuning_database(db_dir).database.get_all_tuning_records()) == 1
+    assert records.read_bytes() == complete
+
+
+def test_create_makes_an_empty_database(tmp_path):
+    db = open_tuning_database(tmp_path / "new" / "db", create=True)
+    assert db.database.get_all_tuning_records() == []
+    assert db.records_by_workload() == {}

@@ -10,7 +10,7 @@ import importlib.metadata
 import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,8 @@ from collections.abc import Callable
 import numpy as np
 
 from tvmc_mobilenet import __version__
+from tvmc_mobilenet.compiler.model_source import ModelOptions
 from tvmc_mobilenet.errors import BadInputError, VerificationError
-from tvmc_mobilenet.model.spec import ModelConfig
 from tvmc_mobilenet.runtime.artifact import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -37,52 +37,15 @@ LIBRARY_FILE = "model.so"
 
 
 @dataclass(frozen=True)
-class BuildConfig:
+class BuildConfig(ModelOptions):
     """Every option of one build; written into the artifact's manifest."""
 
-    alpha: float = 1.0
-    resolution: int = 224
-    variant: str = "mobilenet"
-    batch: int = 1
-    num_classes: int = 1000
     target: str = "host"
-    #: A user's ONNX file; replaces the built-in network (alpha/resolution/variant then unused).
-    model_file: Path | None = None
-    #: A PyTorch state_dict for the built-in network; default: random weights from ``seed``.
-    weights: Path | None = None
-    seed: int = 0
     tuning_db: Path | None = None
+    #: Do not apply the target's default tuning database (``tuning_db`` still wins when given).
+    no_tuning_db: bool = False
     output: Path | None = None
     verify: bool = True
-
-    def __post_init__(self) -> None:
-        if self.model_file is not None and self.weights is not None:
-            raise BadInputError("--weights applies to the built-in MobileNet; it cannot be combined with --model")
-        if self.model_file is None:
-            self.model_config()  # validates alpha, resolution, variant, batch, classes
-        elif (self.alpha, self.resolution, self.variant, self.num_classes) != (1.0, 224, "mobilenet", 1000):
-            raise BadInputError(
-                "--alpha, --resolution, --variant and --classes shape the built-in network; "
-                "an ONNX model's shape comes from its file, so drop them when using --model"
-            )
-
-    def model_config(self) -> ModelConfig:
-        return ModelConfig(
-            alpha=self.alpha,
-            resolution=self.resolution,
-            variant=self.variant,
-            num_classes=self.num_classes,
-            batch=self.batch,
-        )
-
-    @property
-    def model_name(self) -> str:
-        if self.model_file is not None:
-            return Path(self.model_file).stem
-        return self.model_config().name
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -109,33 +72,11 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
     if output.is_dir():
         raise BadInputError(f"output {str(output)!r} is a directory; give a file name such as model.tar")
 
-    from tvmc_mobilenet.compiler.frontend import import_onnx, import_pytorch
-    from tvmc_mobilenet.compiler.passes import simplify_for_inference
-    from tvmc_mobilenet.compiler.tuning_db import open_tuning_database
+    from tvmc_mobilenet.compiler.model_source import import_model
 
-    database = open_tuning_database(config.tuning_db) if config.tuning_db is not None else None
-
-    if config.model_file is not None:
-        log(f"importing ONNX model {config.model_file}")
-        imported = import_onnx(Path(config.model_file), batch=config.batch if config.batch != 1 else None)
-        model_json: dict[str, Any] = {
-            "source": "onnx",
-            "file": Path(config.model_file).name,
-            "sha256": sha256_bytes(Path(config.model_file).read_bytes()),
-            "name": config.model_name,
-        }
-    else:
-        from tvmc_mobilenet.model.network import build_network
-
-        model_config = config.model_config()
-        weights = "state_dict " + str(config.weights) if config.weights else f"random, seed {config.seed}"
-        log(f"building {model_config.name} in PyTorch ({weights})")
-        net = build_network(model_config, seed=config.seed, weights=config.weights)
-        log("exporting with torch.export and importing into TVM Relax")
-        imported = import_pytorch(net, model_config.input_shape)
-        model_json = {"source": "builtin", "name": model_config.name, **model_config.to_json(), "weights": weights}
-
-    mod = simplify_for_inference(imported.mod)
+    database = _open_database(config, target, log)
+    loaded = import_model(config, log)
+    imported, mod = loaded.imported, loaded.mod
     tvm_target = target.tvm_target()
     log(f"compiling for {target.name}")
     executable, tuned = _compile(mod, tvm_target, database)
@@ -159,7 +100,7 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
     manifest = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "model": model_json,
+        "model": loaded.description,
         "input": {
             "name": imported.input_name,
             "shape": list(imported.input_shape),
@@ -203,6 +144,21 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
     )
     log(f"wrote {output}")
     return BuildResult(output, manifest)
+
+
+def _open_database(config: BuildConfig, target: ResolvedTarget, log: Callable[[str], None]):
+    """The database to apply: --tuning-db, else the target's default one if it exists, else none."""
+    from tvmc_mobilenet.compiler.tuning_db import default_database_dir, open_tuning_database
+
+    if config.tuning_db is not None:
+        return open_tuning_database(config.tuning_db)
+    if config.no_tuning_db:
+        return None
+    default = default_database_dir(target.name)
+    if not default.is_dir():
+        log(f"no tuning database for {target.name} (tune with 'tvmc-mobilenet tune' to create {default}); building untuned")
+        return None
+    return open_tuning_database(default)
 
 
 def _compile(mod, tvm_target, database):

@@ -1,8 +1,27 @@
-"""MetaSchedule tuning databases: a directory holding MetaSchedule's two JSON files."""
+"""MetaSchedule tuning databases: a directory holding MetaSchedule's two JSON-lines files.
+
+One database per target, by default under the user's cache directory
+(``$XDG_CACHE_HOME/tvmc-mobilenet/tuning/<target>``), shared by every model built for that target:
+a record belongs to a kernel's workload, so α=0.5 and α=1.0 reuse each other's records wherever
+their layers have the same shapes.
+
+MetaSchedule appends one line per record. A tune killed in the middle of a write leaves a
+truncated last line, which MetaSchedule cannot load; :func:`repair_truncated_tail` drops exactly
+that line (with a warning) and keeps the rest. Any other malformed line is an error, never
+skipped silently.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import json
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +33,31 @@ if TYPE_CHECKING:
 
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
+LOCK_FILE = ".lock"
+#: MetaSchedule stores failed builds and runs with this run time (seconds).
+FAILED_RUN_SECONDS = 1e9
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tvmc-mobilenet" / "tuning"
+
+
+def default_database_dir(target_name: str) -> Path:
+    """The target's database directory: registry names as they are, other targets by a digest."""
+    if re.fullmatch(r"[A-Za-z0-9_.-]+", target_name):
+        return cache_root() / target_name
+    digest = hashlib.sha256(target_name.encode()).hexdigest()[:12]
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", target_name).strip("_")[:40]
+    return cache_root() / f"{slug}-{digest}"
+
+
+@dataclass
+class KernelRecords:
+    """What a database holds for one kernel."""
+
+    trials: int  # records, failed ones included
+    best_seconds: float | None  # fastest successful run
 
 
 @dataclass
@@ -44,10 +88,42 @@ class TuningDatabase:
                 tuned += 1
         return tuned, total
 
+    def records_by_workload(self) -> dict[int, KernelRecords]:
+        """Trials and best run time per workload, keyed by the workload's structural hash."""
+        out: dict[int, KernelRecords] = {}
+        for record in self.database.get_all_tuning_records():
+            key = int(record.workload.as_json()[0])
+            entry = out.setdefault(key, KernelRecords(0, None))
+            entry.trials += 1
+            secs = [float(s) for s in record.run_secs] if record.run_secs else []
+            if secs and max(secs) < FAILED_RUN_SECONDS:
+                mean = sum(secs) / len(secs)
+                if entry.best_seconds is None or mean < entry.best_seconds:
+                    entry.best_seconds = mean
+        return out
 
-def open_tuning_database(path: Path) -> TuningDatabase:
-    """Open an existing database directory for reading (never creates or modifies it)."""
+
+def workload_key(mod: tvm.IRModule) -> int:
+    """The key MetaSchedule's JSON database files a kernel under (its structural hash)."""
+    import tvm_ffi
+
+    return int(tvm_ffi.structural_hash(mod))
+
+
+def open_tuning_database(path: Path, *, create: bool = False) -> TuningDatabase:
+    """Open a database directory; with ``create``, make an empty one if it does not exist.
+
+    Reading never modifies the files, except that a truncated last line (a killed write) is
+    dropped with a warning.
+    """
     path = Path(path)
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            for name in (WORKLOAD_FILE, RECORD_FILE):
+                (path / name).touch(exist_ok=True)
+        except OSError as exc:
+            raise TuningError(f"cannot create the tuning database {str(path)!r}: {exc.strerror}") from None
     if not path.is_dir():
         raise TuningError(f"tuning database {str(path)!r} is not a directory")
     missing = [name for name in (WORKLOAD_FILE, RECORD_FILE) if not (path / name).is_file()]
@@ -56,6 +132,8 @@ def open_tuning_database(path: Path) -> TuningDatabase:
             f"tuning database {str(path)!r} lacks {', '.join(missing)}; a MetaSchedule database directory "
             "holds both (create one with 'tvmc-mobilenet tune')"
         )
+    for name in (WORKLOAD_FILE, RECORD_FILE):
+        repair_truncated_tail(path / name)
     from tvm.s_tir import meta_schedule as ms
 
     try:
@@ -64,7 +142,75 @@ def open_tuning_database(path: Path) -> TuningDatabase:
             path_tuning_record=str(path / RECORD_FILE),
             allow_missing=False,
         )
-    except Exception as exc:
+    except Exception as exc:  # TVM raises its own error types for unreadable records
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise TuningError(f"tuning database {str(path)!r} cannot be read: {first}") from None
     return TuningDatabase(path, database)
+
+
+def repair_truncated_tail(file: Path) -> bool:
+    """Drop a last line that is not valid JSON (a write cut short); returns whether it did.
+
+    Any other invalid line is an error: it means the file was damaged, not interrupted.
+    """
+    data = file.read_bytes()
+    lines = [line for line in data.split(b"\n") if line.strip()]
+    bad = [number for number, line in enumerate(lines, start=1) if not _is_json(line)]
+    if not bad:
+        if data and not data.endswith(b"\n"):  # a complete record that lacks only its newline
+            _atomic_write(file, data + b"\n")
+        return False
+    if bad != [len(lines)]:
+        raise TuningError(
+            f"tuning database file {str(file)!r} has a malformed record at line {bad[0]}; "
+            "the file is damaged (not just interrupted): restore it or move it away"
+        )
+    warnings.warn(
+        f"tuning database file {file} ended in a truncated record (an interrupted write); dropped that line "
+        f"and kept the {len(lines) - 1} complete ones",
+        stacklevel=2,
+    )
+    _atomic_write(file, b"".join(line + b"\n" for line in lines[:-1]))
+    return True
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return True
+
+
+def _atomic_write(file: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".partial", dir=file.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold the database's lock for a tune; a second tune on the same directory is refused."""
+    lock_path = Path(path) / LOCK_FILE
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise TuningError(
+                f"tuning database {str(path)!r} is in use by a running tune (pid {holder}); wait for it to finish "
+                "or give another --work-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -1,0 +1,147 @@
+"""How tuning candidates are built and measured on this machine.
+
+MetaSchedule's ``LocalBuilder`` is slow on a small machine, and the reasons were measured here
+(2 cores, TVM 0.27):
+
+1. its ``default_build`` runs ``import tvm.s_tir.tensor_intrin``, which registers every tensor
+   intrinsic of every backend by parsing TVMScript: **23 s** (17 s of it CUDA's), against
+   0.1–0.4 s for the build itself;
+2. ``LocalBuilder.build`` starts a new process pool for every batch (a comment blames a memory
+   leak), so every batch pays that import again in every worker, plus TVM's own import (2.5 s).
+   With 2 workers and 32 candidates a batch costs ~25 s before the first candidate is built;
+   with a slower target (``mcpu=sapphirerapids``) the first build of each worker passes the 30 s
+   timeout and the whole batch is lost ("Build errors: 32 sample(s)");
+3. it exports a tar of object files that the runner must link with gcc, serially, before timing.
+
+:class:`PersistentBuilder` keeps its worker processes between batches (recycling each after
+:data:`WORKER_USES` builds, which bounds any leak), builds without importing the tensor
+intrinsics (a scheduled kernel arrives with any tensorisation already applied, so the build does
+not need them) and exports a linked shared library, so linking runs in the parallel builders and
+the runner only ``dlopen``s. It is TVM's own ``PopenPoolExecutor`` and ``PyBuilder`` interface; a
+crashed or hung build is a failed trial, never a failed tune.
+
+The runner is MetaSchedule's ``LocalRunner``; what we add is the thread count: TVM's thread pool
+takes ``TVM_NUM_THREADS`` and otherwise half the hardware threads on x86, i.e. kernels would be
+tuned single-threaded on a 2-core VM.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+#: Builds a worker process serves before it is replaced.
+WORKER_USES = 256
+
+
+def ignore_interrupts() -> None:
+    """Worker initializer: Ctrl-C in the terminal is for the tune to handle, not for its workers.
+
+    The tune stops after the batch in flight; a worker killed by the same SIGINT would turn that
+    batch into failed trials.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def build_and_export(mod: Any, target: Any) -> str:
+    """Compile one scheduled kernel and export it as a shared library; returns its path.
+
+    Runs in a builder worker process.
+    """
+    import tvm
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    runtime_module = tvm.compile(mod, target=target)
+    path = os.path.join(tempfile.mkdtemp(prefix="tvmc-mobilenet-candidate-"), "kernel.so")
+    runtime_module.export_library(path)
+    return path
+
+
+def _make_builder_class():
+    """The PyBuilder subclass, created on first use so that importing this module stays cheap."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+
+    @derived_object
+    class PersistentBuilder(PyBuilder):
+        """A MetaSchedule builder whose worker processes live across batches."""
+
+        def __init__(self, max_workers: int, timeout_sec: float, worker_uses: int = WORKER_USES) -> None:
+            super().__init__()
+            self.timeout_sec = timeout_sec
+            self.pool = PopenPoolExecutor(
+                max_workers=max_workers,
+                timeout=timeout_sec,
+                maximum_process_uses=worker_uses,
+                initializer=ignore_interrupts,
+            )
+
+        def build(self, build_inputs):
+            results = []
+            jobs = [(inp.mod, inp.target) for inp in build_inputs]
+            for outcome in self.pool.map_with_error_catching(lambda job: build_and_export(*job), jobs):
+                if outcome.status == StatusKind.COMPLETE:
+                    results.append(BuilderResult(outcome.value, None))
+                elif outcome.status == StatusKind.TIMEOUT:
+                    results.append(BuilderResult(None, f"build timed out after {self.timeout_sec:g} s"))
+                else:
+                    results.append(BuilderResult(None, f"build failed: {outcome.value}"))
+            return results
+
+        def shutdown(self) -> None:
+            self.pool.shutdown()
+
+    return PersistentBuilder
+
+
+_BUILDER_CLASS = None
+
+
+def persistent_builder(max_workers: int, timeout_sec: float):
+    global _BUILDER_CLASS
+    if _BUILDER_CLASS is None:
+        _BUILDER_CLASS = _make_builder_class()
+    return _BUILDER_CLASS(max_workers=max_workers, timeout_sec=timeout_sec)
+
+
+def local_runner(timeout_sec: float):
+    """MetaSchedule's LocalRunner (its worker inherits ``TVM_NUM_THREADS``: set it first)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.runner.LocalRunner(
+        timeout_sec=timeout_sec,
+        initializer=ignore_interrupts,
+        evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False),
+    )
+
+
+def register_cpu_tensor_intrinsics() -> None:
+    """Register the CPU tensor intrinsics without the other backends' (saves ~20 s per tune).
+
+    MetaSchedule's ``TuneContext`` runs ``import tvm.s_tir.tensor_intrin``, whose package
+    ``__init__`` registers every backend's intrinsics by parsing TVMScript: 23 s here, 17 s of it
+    CUDA's. A CPU tune needs only the x86 and ARM ones (used by the int8 dot-product rules). This
+    puts the package in ``sys.modules`` without running its ``__init__`` and imports those two
+    submodules; the later ``import tvm.s_tir.tensor_intrin`` then finds it already imported. A
+    process that has already imported the package is left as it is.
+    """
+    import importlib
+    import sys
+    import types
+
+    name = "tvm.s_tir.tensor_intrin"
+    if name not in sys.modules:
+        import tvm.s_tir
+
+        package = types.ModuleType(name, "CPU tensor intrinsics only (see tvmc_mobilenet.compiler.measure)")
+        package.__path__ = [os.path.join(os.path.dirname(tvm.s_tir.__file__), "tensor_intrin")]
+        package.__package__ = name
+        sys.modules[name] = package
+        tvm.s_tir.tensor_intrin = package
+    for submodule in ("x86", "arm_cpu"):
+        importlib.import_module(f"{name}.{submodule}")

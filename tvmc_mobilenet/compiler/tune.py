@@ -1,0 +1,351 @@
+"""Tune: MetaSchedule's search over a model's kernels, into the target's tuning database.
+
+``tune_model(TuneConfig) -> TuneResult`` is the whole of ``tvmc-mobilenet tune``. The search is
+MetaSchedule's (evolutionary search with the XGBoost cost model, gradient task scheduler); what
+this module adds is the budget (counted across runs, so a rerun continues instead of starting
+over), task selection by kind, a faster builder (:mod:`.measure`), a scheduler that commits every
+batch as it is measured and stops cleanly on Ctrl-C (:mod:`.search`), progress, the lock that keeps
+two tunes out of one database, and the report.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tvmc_mobilenet.compiler.model_source import ModelOptions
+from tvmc_mobilenet.compiler.tasks import Task, parse_task_filter
+from tvmc_mobilenet.errors import BadInputError, TargetError, TuningError
+from tvmc_mobilenet.targets.registry import Measure, ResolvedTarget, require_buildable, resolve_target
+
+REPORT_FILE = "tuning_report.json"
+
+
+@dataclass(frozen=True)
+class TuneConfig(ModelOptions):
+    target: str = "host"
+    #: Total trials wanted for this model's tasks, counting records already in the database.
+    trials: int = 1000
+    work_dir: Path | None = None
+    #: ``all`` or a comma-separated list of task kinds (depthwise, pointwise, conv, dense, pool, other).
+    tasks: str = "all"
+    #: Continue an earlier tune: the database must exist already.
+    resume: bool = False
+    #: Seconds a candidate may take to build, and to run.
+    timeout: float = 60.0
+    #: Seed of the search (None: random).
+    search_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
+            raise BadInputError(f"--trials must be a positive integer, got {self.trials!r}")
+        if not (isinstance(self.timeout, (int, float)) and 1 <= self.timeout <= 3600):
+            raise BadInputError(f"--timeout must be between 1 and 3600 seconds, got {self.timeout!r}")
+        parse_task_filter(self.tasks)
+
+
+@dataclass
+class TaskOutcome:
+    task: Task
+    trials_before: int
+    trials: int
+    best_seconds: float | None
+
+    @property
+    def gflops(self) -> float | None:
+        return self.task.flops / self.best_seconds / 1e9 if self.best_seconds else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.task.to_json(),
+            "trials_before": self.trials_before,
+            "trials": self.trials,
+            "best_ms": self.best_seconds * 1e3 if self.best_seconds else None,
+            "gflops": self.gflops,
+        }
+
+
+@dataclass
+class TuneProgress:
+    """What the progress display shows; passed to the ``on_progress`` callback after each batch."""
+
+    trials_done: int  # in this run
+    trials_total: int  # to run in this run
+    tasks_measured: int  # tasks with at least one successful measurement (this run or before)
+    tasks_total: int
+    #: Σ weight × best latency over the tuned tasks (ms), None until every task has one.
+    estimated_latency_ms: float | None
+    elapsed_s: float
+
+
+@dataclass
+class TuneResult:
+    work_dir: Path
+    target: str
+    model: dict[str, Any]
+    outcomes: list[TaskOutcome]
+    skipped: list[Task]
+    trials_requested: int
+    trials_before: int
+    trials_run: int
+    seconds: float
+    interrupted: bool
+    #: (trials run so far in this run, seconds, estimated latency in ms) after each batch.
+    curve: list[tuple[int, float, float | None]] = field(default_factory=list)
+    time_breakdown: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def estimated_latency_ms(self) -> float | None:
+        return _estimate_ms(self.outcomes)
+
+    @property
+    def trials_per_minute(self) -> float:
+        return 60.0 * self.trials_run / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "target": self.target,
+            "model": self.model,
+            "work_dir": str(self.work_dir),
+            "trials_requested": self.trials_requested,
+            "trials_before": self.trials_before,
+            "trials_run": self.trials_run,
+            "seconds": round(self.seconds, 2),
+            "trials_per_minute": round(self.trials_per_minute, 2),
+            "interrupted": self.interrupted,
+            "estimated_latency_ms": self.estimated_latency_ms,
+            "tasks": [o.to_json() for o in self.outcomes],
+            "skipped": [{**t.to_json(), "reason": "no arithmetic to tune"} for t in self.skipped],
+            "time_breakdown_s": self.time_breakdown,
+            "curve": [{"trials": n, "seconds": round(s, 2), "estimated_latency_ms": e} for n, s, e in self.curve],
+        }
+
+
+def _estimate_ms(outcomes: list[TaskOutcome]) -> float | None:
+    if not outcomes or any(o.best_seconds is None for o in outcomes):
+        return None
+    return 1e3 * sum(o.task.weight * o.best_seconds for o in outcomes)
+
+
+def tune_model(
+    config: TuneConfig,
+    log: Callable[[str], None] = lambda _msg: None,
+    on_progress: Callable[[TuneProgress], None] = lambda _p: None,
+) -> TuneResult:
+    started = time.time()
+    target = resolve_target(config.target)
+    _require_tunable(target)
+    from tvmc_mobilenet.compiler.tuning_db import default_database_dir, exclusive_lock, open_tuning_database
+
+    work_dir = Path(config.work_dir) if config.work_dir is not None else default_database_dir(target.name)
+    if config.resume and not (work_dir.is_dir() and any(work_dir.iterdir())):
+        raise TuningError(f"--resume: there is no earlier tune in {str(work_dir)!r} to continue; run without --resume")
+    database = open_tuning_database(work_dir, create=True)
+    with exclusive_lock(work_dir):
+        return _tune_locked(config, target, database, started, log, on_progress)
+
+
+def _require_tunable(target: ResolvedTarget) -> None:
+    require_buildable(target)
+    if target.spec.measure is not Measure.LOCAL or not target.runs_here:
+        raise TargetError(f"target {target.name!r} is measured on a remote device; remote tuning over RPC is not supported yet")
+
+
+def _quiet_metaschedule() -> None:
+    """MetaSchedule prints its task tables to stdout at DEBUG unless its logger has a level."""
+    import logging
+
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    if ms_logger.level == logging.NOTSET:
+        ms_logger.setLevel(logging.WARNING)
+
+
+def _tune_locked(config, target, database, started, log, on_progress) -> TuneResult:
+    from tvmc_mobilenet.compiler.model_source import import_model
+    from tvmc_mobilenet.compiler.passes import legalize_and_fuse
+    from tvmc_mobilenet.compiler.tasks import extract_tasks
+    from tvmc_mobilenet.compiler.tuning_db import workload_key
+
+    loaded = import_model(config, log)
+    tvm_target = target.tvm_target()
+    all_tasks = extract_tasks(legalize_and_fuse(loaded.mod, tvm_target), tvm_target)
+    kinds = parse_task_filter(config.tasks)
+    wanted = [t for t in all_tasks if kinds is None or t.kind in kinds]
+    skipped = [t for t in wanted if t.flops == 0]
+    tasks = [t for t in wanted if t.flops > 0]
+    if not tasks:
+        raise BadInputError(f"the model has no tasks of the kinds {config.tasks!r} to tune")
+
+    def outcomes_now(before: dict[str, int] | None = None) -> list[TaskOutcome]:
+        records = database.records_by_workload()
+        out = []
+        for task in tasks:
+            entry = records.get(workload_key(task.mod))
+            trials = entry.trials if entry else 0
+            out.append(TaskOutcome(task, before[task.name] if before else trials, trials, entry.best_seconds if entry else None))
+        return out
+
+    initial = outcomes_now()
+    trials_before = sum(o.trials for o in initial)
+    remaining = config.trials - trials_before
+    result = TuneResult(
+        work_dir=database.path,
+        target=target.name,
+        model=loaded.description,
+        outcomes=initial,
+        skipped=skipped,
+        trials_requested=config.trials,
+        trials_before=trials_before,
+        trials_run=0,
+        seconds=0.0,
+        interrupted=False,
+    )
+    log(f"{len(tasks)} tasks to tune ({len(all_tasks)} in the model); database {database.path} holds {trials_before} of their trials")
+    if remaining <= 0:
+        log(f"already tuned: {trials_before} trials of the {config.trials} requested are in the database")
+        result.seconds = time.time() - started
+        _write_report(result)
+        return result
+
+    before = {o.task.name: o.trials for o in initial}
+    progress = _ProgressTracker(tasks, initial, remaining, on_progress)
+    threads = _tuning_threads(target)
+    from tvmc_mobilenet.compiler.search import GracefulStop
+
+    with GracefulStop(log) as stop:
+        _run_search(config, tasks, database, remaining, threads, progress, stop)
+    interrupted = stop.requested
+    result.outcomes = outcomes_now(before)
+    result.trials_run = sum(o.trials for o in result.outcomes) - trials_before
+    result.seconds = time.time() - started
+    result.interrupted = interrupted
+    result.curve = progress.curve
+    result.time_breakdown = progress.time_breakdown
+    _write_report(result)
+    if interrupted:
+        raise TuningInterrupted(result)
+    return result
+
+
+class TuningInterrupted(TuningError):
+    """Ctrl-C during a tune: the records measured so far are kept and the report is written."""
+
+    exit_code = 130
+
+    def __init__(self, result: TuneResult):
+        super().__init__(
+            f"tuning interrupted after {result.trials_run} trials; every record measured so far is kept in "
+            f"{result.work_dir} and a rerun continues from there"
+        )
+        self.result = result
+
+
+def _tuning_threads(target: ResolvedTarget) -> int:
+    """Measure kernels with every core (the runner's worker inherits TVM_NUM_THREADS)."""
+    from tvmc_mobilenet.runtime.executor import use_all_cores
+
+    return int(target.target_json.get("num-cores") or use_all_cores())
+
+
+def _run_search(config: TuneConfig, tasks: list[Task], database, remaining: int, threads: int, progress, stop) -> None:
+    from tvm.s_tir import meta_schedule as ms
+
+    from tvmc_mobilenet.compiler.measure import local_runner, persistent_builder, register_cpu_tensor_intrinsics
+    from tvmc_mobilenet.compiler.search import batchwise_gradient, evolutionary_search, plan_budget, stoppable
+
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    _quiet_metaschedule()
+    register_cpu_tensor_intrinsics()
+    per_iter, max_per_task = plan_budget(remaining, len(tasks))
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        [t.extracted for t in tasks],
+        work_dir=str(database.path),
+        strategy=stoppable(evolutionary_search(per_iter), stop),
+        num_threads=threads,
+        seed=config.search_seed,
+    )
+    builder = persistent_builder(max_workers=threads, timeout_sec=config.timeout)
+    runner = local_runner(timeout_sec=config.timeout)
+    callbacks = list(ms.MeasureCallback.create("default")) + [progress.callback()]
+    profiler = ms.Profiler()
+    try:
+        with profiler:
+            ms.tune_tasks(
+                tasks=contexts,
+                task_weights=weights,
+                work_dir=str(database.path),
+                max_trials_global=remaining,
+                max_trials_per_task=max_per_task,
+                num_trials_per_iter=per_iter,
+                builder=builder,
+                runner=runner,
+                database=database.database,
+                cost_model="xgb",
+                measure_callbacks=callbacks,
+                task_scheduler=batchwise_gradient(seed=config.search_seed),
+            )
+    finally:
+        builder.shutdown()
+        runner.pool.shutdown()
+        progress.time_breakdown = {name: round(float(secs), 2) for name, secs in profiler.get().items()}
+
+
+class _ProgressTracker:
+    """Counts trials and best latencies as batches come back, and reports them."""
+
+    def __init__(self, tasks: list[Task], initial: list[TaskOutcome], total: int, on_progress):
+        self.tasks = tasks
+        self.best = {o.task.name: o.best_seconds for o in initial}
+        self.total = total
+        self.done = 0
+        self.started = time.time()
+        self.on_progress = on_progress
+        self.curve: list[tuple[int, float, float | None]] = []
+        #: Seconds spent per MetaSchedule phase (builder, runner, search…), from its profiler.
+        self.time_breakdown: dict[str, float] = {}
+
+    def estimate_ms(self) -> float | None:
+        if any(self.best[t.name] is None for t in self.tasks):
+            return None
+        return 1e3 * sum(t.weight * self.best[t.name] for t in self.tasks)
+
+    def update(self, task_id: int, runner_results) -> None:
+        name = self.tasks[task_id].name
+        for result in runner_results:
+            self.done += 1
+            secs = [float(s) for s in result.run_secs] if result.run_secs else []
+            if result.error_msg is None and secs:
+                mean = sum(secs) / len(secs)
+                if self.best[name] is None or mean < self.best[name]:
+                    self.best[name] = mean
+        elapsed = time.time() - self.started
+        estimate = self.estimate_ms()
+        self.curve.append((self.done, elapsed, estimate))
+        measured = sum(1 for t in self.tasks if self.best[t.name] is not None)
+        self.on_progress(TuneProgress(self.done, self.total, measured, len(self.tasks), estimate, elapsed))
+
+    def callback(self):
+        from tvm.ir.utils import derived_object
+        from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+        tracker = self
+
+        @derived_object
+        class _Callback(PyMeasureCallback):
+            def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+                tracker.update(task_id, runner_results)
+
+        return _Callback()
+
+
+def _write_report(result: TuneResult) -> None:
+    from tvmc_mobilenet.runtime.results import write_json
+
+    write_json(result.work_dir / REPORT_FILE, result.to_json())
