@@ -108,6 +108,13 @@ def test_build_run_bench(capsys, tmp_path):
         (["bench", "/no/such.tar"], r"artifact '/no/such.tar' does not exist", 4),
         (["bench", "x.tar", "--repeat", "0"], r"Invalid value for '--repeat'", 2),
         (["frobnicate"], r"No such command 'frobnicate'", 2),
+        (["tune", "--trials", "0"], r"--trials must be a positive integer, got 0", 2),
+        (["tune", "--trials", "many"], r"Invalid value for '--trials'", 2),
+        (["tune", "--tasks", "winograd"], r"unknown task kind 'winograd' in --tasks", 2),
+        (["tune", "--timeout", "-5"], r"--timeout must be between 1 and 3600 seconds", 2),
+        (["tune", "--target", "rasp4b"], r"remote tuning over RPC is not supported yet", 3),
+        (["tune", "--alpha", "2"], r"alpha must be a number in \(0, 1\]", 2),
+        (["build", "--tuning-db", "/no/such/db", "--no-tuning-db"], r"tuning database '/no/such/db' is not a directory", 7),
     ],
 )
 def test_bad_input_is_one_clear_line(capsys, args, pattern, exit_code):

@@ -214,6 +214,11 @@ def _tune_locked(config, target, database, started, log, on_progress) -> TuneRes
         _write_report(result)
         return result
 
+    if remaining < len(tasks):
+        log(
+            f"warning: {remaining} trials left for {len(tasks)} tasks: some tasks stay untuned "
+            f"(use --trials ≥ {trials_before + len(tasks)})"
+        )
     before = {o.task.name: o.trials for o in initial}
     progress = _ProgressTracker(tasks, initial, remaining, on_progress)
     threads = _tuning_threads(target)

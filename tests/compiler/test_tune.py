@@ -1,0 +1,155 @@
+"""`tvmc-mobilenet tune` end to end: a real (short) MetaSchedule tune, then a build that uses it.
+
+The tunes here are small (α=0.25 at 64×64, a few dozen trials) but real: candidates are built,
+run and timed on this machine. Interrupted runs are real processes that get SIGINT or SIGKILL.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tvmc_mobilenet.cli import main
+from tvmc_mobilenet.compiler.build import BuildConfig, build_model
+from tvmc_mobilenet.compiler.tune import REPORT_FILE, TuneConfig, tune_model
+from tvmc_mobilenet.compiler.tuning_db import RECORD_FILE, default_database_dir, exclusive_lock, open_tuning_database
+from tvmc_mobilenet.errors import BadInputError, TargetError, TuningError
+
+SMALL = ["--alpha", "0.25", "--resolution", "64"]
+SCRIPT = str(Path(sys.executable).parent / "tvmc-mobilenet")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A private cache directory, so that the default (per-target) database starts empty."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield Path(os.environ["XDG_CACHE_HOME"])
+    if previous is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
+@pytest.fixture(scope="module")
+def tuned(cache):
+    """`tune --trials 64` into the host's default database, through the CLI."""
+    code = main(["tune", *SMALL, "--trials", "64", "--seed", "1"])
+    assert code == 0
+    return default_database_dir("host")
+
+
+def records(directory: Path) -> int:
+    return sum(1 for line in (directory / RECORD_FILE).read_text().splitlines() if line.strip())
+
+
+def test_tune_measures_every_task_and_reports(tuned):
+    assert tuned == Path(os.environ["XDG_CACHE_HOME"]) / "tvmc-mobilenet" / "tuning" / "host"
+    report = json.loads((tuned / REPORT_FILE).read_text())
+    assert report["trials_requested"] == 64 and report["trials_run"] == 64 and report["trials_before"] == 0
+    assert records(tuned) == 64
+    assert report["model"]["name"] == "mobilenet_v1_0.25_64"
+    assert all(task["trials"] >= 1 for task in report["tasks"])  # no task left untuned
+    assert {t["kind"] for t in report["tasks"]} == {"conv", "depthwise", "pointwise", "dense", "pool"}
+    assert report["skipped"] and report["skipped"][0]["kind"] == "other"  # the reshape: nothing to tune
+    assert report["estimated_latency_ms"] > 0 and report["trials_per_minute"] > 0
+    assert report["curve"][-1]["trials"] == 64
+    assert report["time_breakdown_s"]["SendToBuilder"] > 0
+
+
+def test_build_applies_the_default_database(tuned, tmp_path):
+    result = build_model(BuildConfig(alpha=0.25, resolution=64, output=tmp_path / "m.tar"))
+    tuning = result.manifest["tuning"]
+    assert tuning["database"] == str(tuned)
+    report = json.loads((tuned / REPORT_FILE).read_text())
+    assert tuning["kernels_tuned"] == len(report["tasks"])  # every tuned task found its records
+    assert result.verification["status"] == "passed"  # tuned kernels still agree with PyTorch
+    untuned = build_model(BuildConfig(alpha=0.25, resolution=64, no_tuning_db=True, output=tmp_path / "u.tar"))
+    assert untuned.manifest["tuning"]["database"] is None
+
+
+def test_rerun_continues_instead_of_starting_over(tuned):
+    again = tune_model(TuneConfig(alpha=0.25, resolution=64, trials=64))
+    assert again.trials_before == 64 and again.trials_run == 0
+    assert records(tuned) == 64
+
+
+def test_second_tune_on_the_same_database_is_refused(tmp_path):
+    open_tuning_database(tmp_path, create=True)
+    with exclusive_lock(tmp_path):
+        with pytest.raises(TuningError, match=r"is in use by a running tune \(pid \d+\)"):
+            tune_model(TuneConfig(alpha=0.25, resolution=64, trials=8, work_dir=tmp_path))
+
+
+def _start_tune(work_dir: Path, trials: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [SCRIPT, "tune", *SMALL, "--tasks", "pointwise", "--trials", str(trials), "--work-dir", str(work_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_records(work_dir: Path, proc: subprocess.Popen, at_least: int, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (work_dir / RECORD_FILE).exists() and records(work_dir) >= at_least:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"tune exited early ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+        time.sleep(0.5)
+    proc.kill()
+    raise AssertionError("no records appeared in time")
+
+
+def test_ctrl_c_stops_after_the_batch_and_keeps_every_record(tmp_path):
+    proc = _start_tune(tmp_path, 200)
+    _wait_for_records(tmp_path, proc, 1)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "stopping after the batch in flight" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: tuning interrupted after") and "a rerun continues from there" in last
+    report = json.loads((tmp_path / REPORT_FILE).read_text())
+    assert report["interrupted"] and report["trials_run"] == records(tmp_path) < 200
+    assert len(open_tuning_database(tmp_path).database.get_all_tuning_records()) == records(tmp_path)
+
+
+def test_killed_tune_is_resumed_to_the_requested_total(tmp_path):
+    proc = _start_tune(tmp_path, 24)
+    _wait_for_records(tmp_path, proc, 2)
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.wait(timeout=30)
+    with open(tmp_path / RECORD_FILE, "a") as f:  # and a write cut short, as a kill can leave
+        f.write('[0, [[["GetSBlock", [], ["conv2d')
+    kept = records(tmp_path) - 1
+    with pytest.warns(UserWarning, match=r"truncated record"):
+        result = tune_model(TuneConfig(alpha=0.25, resolution=64, tasks="pointwise", trials=24, work_dir=tmp_path, resume=True))
+    assert result.trials_before == kept >= 2
+    assert result.trials_before + result.trials_run == 24 == records(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(trials=0), BadInputError, r"--trials must be a positive integer, got 0"),
+        (dict(timeout=0), BadInputError, r"--timeout must be between 1 and 3600 seconds"),
+        (dict(tasks="winograd"), BadInputError, r"unknown task kind 'winograd'"),
+        (dict(target="rasp4b"), TargetError, r"remote tuning over RPC is not supported yet"),
+        (dict(target="a100"), TargetError, r"not supported yet"),
+        (dict(resume=True), TuningError, r"--resume: there is no earlier tune in .* to continue"),
+    ],
+)
+def test_bad_tune_options(kwargs, error, message, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", os.environ["PATH"] + os.pathsep + str(tmp_path))
+    with pytest.raises(error, match=message):
+        tune_model(TuneConfig(alpha=0.25, resolution=64, work_dir=tmp_path / "db", **kwargs))
