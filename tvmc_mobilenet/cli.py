@@ -202,7 +202,10 @@ def build(alpha, resolution, variant, num_classes, batch, target, model_file, we
 @click.option("--resume", is_flag=True, help="Continue an earlier tune of this work dir to the requested total.")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds a candidate may take to build or run.")
 @click.option("--seed", type=int, default=None, help="Seed of the search (default: random).")
-def tune(alpha, resolution, variant, num_classes, batch, target, model_file, trials, work_dir, task_kinds, resume, timeout, seed):
+@click.option("--rpc-tracker", metavar="HOST[:PORT]", help="Measure on boards registered with this TVM RPC tracker.")
+@click.option("--rpc-key", metavar="KEY", help="The boards' key at the tracker (e.g. rasp4b).")
+def tune(alpha, resolution, variant, num_classes, batch, target, model_file, trials, work_dir, task_kinds, resume, timeout, seed,
+         rpc_tracker, rpc_key):  # fmt: skip
     """Auto-schedule a model's kernels with MetaSchedule into the target's tuning database."""
     from tvmc_mobilenet.compiler.tune import TuneConfig, tune_model
 
@@ -217,6 +220,8 @@ def tune(alpha, resolution, variant, num_classes, batch, target, model_file, tri
         trials=trials,
         work_dir=work_dir,
         tasks=task_kinds,
+        rpc_tracker=rpc_tracker,
+        rpc_key=rpc_key,
         resume=resume,
         timeout=timeout,
         search_seed=seed,
@@ -278,12 +283,32 @@ def _print_tune_report(result) -> None:
     )
 
 
-def _load(artifact_path: Path):
-    from tvmc_mobilenet.runtime.artifact import open_artifact
-    from tvmc_mobilenet.runtime.executor import load_local
+def _rpc_options(func):
+    """--rpc-tracker/--rpc-key or --rpc-host/--rpc-port: run on a remote device over TVM RPC."""
+    options = [
+        click.option("--rpc-tracker", metavar="HOST[:PORT]", help="TVM RPC tracker (port 9190 by default)."),
+        click.option("--rpc-key", metavar="KEY", help="Device key at the tracker (e.g. rasp4b)."),
+        click.option("--rpc-host", metavar="HOST", help="An RPC server's address, without a tracker."),
+        click.option("--rpc-port", type=int, metavar="PORT", help="The RPC server's port."),
+        click.option("--rpc-timeout", type=click.FloatRange(1, 86400), default=600, show_default=True,
+                     help="Seconds one remote step (upload, load, a timing run) may take."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
 
+
+def _load(artifact_path: Path, rpc_tracker=None, rpc_key=None, rpc_host=None, rpc_port=None, rpc_timeout=600.0):
+    """Open the artifact and load it locally, or on the remote device the RPC options name."""
+    from tvmc_mobilenet.runtime.artifact import open_artifact
+    from tvmc_mobilenet.runtime.executor import load_local, load_remote
+    from tvmc_mobilenet.runtime.rpc import RpcTarget
+
+    rpc = RpcTarget.from_options(rpc_tracker, rpc_key, rpc_host, rpc_port, call_timeout=rpc_timeout)
     artifact = open_artifact(artifact_path)
-    return artifact, load_local(artifact)
+    if rpc is None:
+        return artifact, load_local(artifact), "local"
+    return artifact, load_remote(artifact, rpc), rpc.describe()
 
 
 @cli.command()
@@ -291,14 +316,15 @@ def _load(artifact_path: Path):
 @click.option("--input", "input_file", type=FILE, help="Input tensor (.npy); default: the artifact's reference input.")
 @click.option("--output", "output_file", type=click.Path(dir_okay=False, path_type=Path), help="Save the logits here (.npy).")
 @click.option("--top", type=click.IntRange(1, 100), default=5, show_default=True, help="How many classes to print.")
-def run(artifact: Path, input_file: Path | None, output_file: Path | None, top: int) -> None:
+@_rpc_options
+def run(artifact: Path, input_file: Path | None, output_file: Path | None, top: int, **rpc) -> None:
     """Run an artifact once and print the top classes."""
     import numpy as np
 
     from tvmc_mobilenet.runtime.executor import check_against_reference
     from tvmc_mobilenet.runtime.results import load_input, save_array, top_classes
 
-    art, model = _load(artifact)
+    art, model, _where = _load(artifact, **rpc)
     data = load_input(input_file) if input_file else art.reference_input()
     logits = model.run(data)
     console = _console()
@@ -319,20 +345,24 @@ def run(artifact: Path, input_file: Path | None, output_file: Path | None, top: 
 @click.option("--number", type=click.IntRange(1, 100000), default=10, show_default=True, help="Runs averaged per sample.")
 @click.option("--warmup", type=click.IntRange(0, 100000), default=5, show_default=True, help="Untimed runs first.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON here.")
-def bench(artifact: Path, repeat: int, number: int, warmup: int, json_file: Path | None) -> None:
-    """Time an artifact: median, mean, p90 and std of the latency (warm-up excluded)."""
+@_rpc_options
+def bench(artifact: Path, repeat: int, number: int, warmup: int, json_file: Path | None, **rpc) -> None:
+    """Time an artifact, here or on a remote device: median, mean, p90, std (warm-up excluded).
+
+    The device's output for the stored reference input is checked first; a mismatch fails.
+    """
+    from tvmc_mobilenet.runtime.executor import verify_on_reference
     from tvmc_mobilenet.runtime.results import bench_report, write_json
 
-    art, model = _load(artifact)
-    from tvmc_mobilenet.runtime.executor import verify_on_reference
+    art, model, where = _load(artifact, **rpc)
 
     comparison = verify_on_reference(model, art)
     stats = model.time(art.reference_input(), number=number, repeat=repeat, warmup=warmup)
-    report = bench_report(art, stats, comparison, where="local")
+    report = bench_report(art, stats, comparison, where=where)
     console = _console()
     batch = art.input_shape[0]
     console.print(
-        f"{art.manifest['model'].get('name', art.path.stem)} on {art.target_name} (local): "
+        f"{art.manifest['model'].get('name', art.path.stem)} on {art.target_name} ({where}): "
         f"median {stats.median_ms:.3f} ms, mean {stats.mean_ms:.3f} ms, p90 {stats.p90_ms:.3f} ms, "
         f"std {stats.std_ms:.3f} ms over {stats.repeat}×{stats.number} runs; "
         f"{1000.0 * batch / stats.median_ms:.1f} images/s"
@@ -340,6 +370,82 @@ def bench(artifact: Path, repeat: int, number: int, warmup: int, json_file: Path
     if json_file:
         write_json(json_file, report)
         console.print(f"results written to {json_file}")
+
+
+@cli.group()
+def device() -> None:
+    """An emulated aarch64 board and TVM's RPC tracker, to try remote runs without hardware."""
+
+
+LOOPBACK_WARNING = (
+    "warning: listening on {host}, not only on this machine: a TVM RPC {what} runs whatever code it is "
+    "sent; expose it only on a network you trust"
+)
+
+
+def _warn_if_exposed(host: str, what: str) -> None:
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(LOOPBACK_WARNING.format(host=host, what=what), err=True)
+
+
+@device.command("setup")
+@click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), help="Where to build the emulated device.")
+def device_setup(root: Path | None) -> None:
+    """Build the emulated aarch64 device (Debian's arm64 CPython + TVM's runtime wheels)."""
+    from tvmc_mobilenet.devices.emulated import prepare_sysroot
+
+    err = _console(stderr=True)
+    sysroot = prepare_sysroot(root, log=lambda m: err.print(f"• {m}"))
+    _console().print(f"emulated device: {sysroot.root} (start it with 'tvmc-mobilenet device emulate')")
+
+
+@device.command("tracker")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=9190, show_default=True)
+def device_tracker(host: str, port: int) -> None:
+    """Run TVM's RPC tracker in the foreground (Ctrl-C stops it)."""
+    from tvmc_mobilenet.devices.emulated import start_tracker, stop
+
+    _warn_if_exposed(host, "tracker")
+    process = start_tracker(host, port)
+    _console(stderr=True).print(f"RPC tracker on {host}:{port} (pid {process.pid}); Ctrl-C stops it")
+    _wait_foreground(process, stop)
+
+
+@device.command("emulate")
+@click.option("--key", default="rasp4b", show_default=True, help="Key to register under at the tracker.")
+@click.option("--tracker", metavar="HOST[:PORT]", default="127.0.0.1:9190", show_default=True, help="The RPC tracker.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the server listens on.")
+@click.option("--port", type=click.IntRange(1, 65534), default=9090, show_default=True)
+@click.option("--cpu", default="cortex-a72", show_default=True, help="The CPU qemu emulates (QEMU_CPU).")
+@click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), help="The emulated device's directory.")
+def device_emulate(key: str, tracker: str, host: str, port: int, cpu: str, root: Path | None) -> None:
+    """Run a stock TVM RPC server on the emulated aarch64 device (qemu), registered with a tracker."""
+    from tvmc_mobilenet.devices.emulated import prepare_sysroot, start_server, stop, wait_for_servers
+    from tvmc_mobilenet.runtime.rpc import DEFAULT_TRACKER_PORT, parse_address
+
+    _warn_if_exposed(host, "server")
+    tracker_address = parse_address(tracker, DEFAULT_TRACKER_PORT, "--tracker")
+    err = _console(stderr=True)
+    sysroot = prepare_sysroot(root, log=lambda m: err.print(f"• {m}"))
+    process = start_server(sysroot, key, tracker_address, host=host, port=port, cpu=cpu)
+    err.print(f"emulated {cpu} device (pid {process.pid}) starting under qemu; registering as {key!r}…")
+    try:
+        wait_for_servers(tracker_address, key, 1, timeout=120, processes=[process])
+    except BaseException:
+        stop(process)
+        raise
+    err.print(f"registered with the tracker at {tracker_address[0]}:{tracker_address[1]}; Ctrl-C stops it")
+    _wait_foreground(process, stop)
+
+
+def _wait_foreground(process, stop) -> None:
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop(process)
 
 
 @cli.command()

@@ -46,10 +46,11 @@ def ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def build_and_export(mod: Any, target: Any) -> str:
+def build_and_export(mod: Any, target: Any, cross_compiler: str | None = None) -> str:
     """Compile one scheduled kernel and export it as a shared library; returns its path.
 
-    Runs in a builder worker process.
+    Runs in a builder worker process. ``cross_compiler`` links libraries for another machine
+    (e.g. ``aarch64-linux-gnu-g++`` for a Raspberry Pi).
     """
     import tvm
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
@@ -57,7 +58,12 @@ def build_and_export(mod: Any, target: Any) -> str:
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
     runtime_module = tvm.compile(mod, target=target)
     path = os.path.join(tempfile.mkdtemp(prefix="tvmc-mobilenet-candidate-"), "kernel.so")
-    runtime_module.export_library(path)
+    fcompile = None
+    if cross_compiler:
+        from tvm.support import cc
+
+        fcompile = cc.cross_compiler(cross_compiler)
+    runtime_module.export_library(path, fcompile=fcompile)
     return path
 
 
@@ -71,9 +77,10 @@ def _make_builder_class():
     class PersistentBuilder(PyBuilder):
         """A MetaSchedule builder whose worker processes live across batches."""
 
-        def __init__(self, max_workers: int, timeout_sec: float, worker_uses: int = WORKER_USES) -> None:
+        def __init__(self, max_workers: int, timeout_sec: float, cross_compiler: str | None, worker_uses: int = WORKER_USES):
             super().__init__()
             self.timeout_sec = timeout_sec
+            self.cross_compiler = cross_compiler
             self.pool = PopenPoolExecutor(
                 max_workers=max_workers,
                 timeout=timeout_sec,
@@ -83,7 +90,7 @@ def _make_builder_class():
 
         def build(self, build_inputs):
             results = []
-            jobs = [(inp.mod, inp.target) for inp in build_inputs]
+            jobs = [(inp.mod, inp.target, self.cross_compiler) for inp in build_inputs]
             for outcome in self.pool.map_with_error_catching(lambda job: build_and_export(*job), jobs):
                 if outcome.status == StatusKind.COMPLETE:
                     results.append(BuilderResult(outcome.value, None))
@@ -102,11 +109,11 @@ def _make_builder_class():
 _BUILDER_CLASS = None
 
 
-def persistent_builder(max_workers: int, timeout_sec: float):
+def persistent_builder(max_workers: int, timeout_sec: float, cross_compiler: str | None = None):
     global _BUILDER_CLASS
     if _BUILDER_CLASS is None:
         _BUILDER_CLASS = _make_builder_class()
-    return _BUILDER_CLASS(max_workers=max_workers, timeout_sec=timeout_sec)
+    return _BUILDER_CLASS(max_workers=max_workers, timeout_sec=timeout_sec, cross_compiler=cross_compiler)
 
 
 def local_runner(timeout_sec: float):
@@ -118,6 +125,33 @@ def local_runner(timeout_sec: float):
         initializer=ignore_interrupts,
         evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False),
     )
+
+
+def rpc_runner(rpc, timeout_sec: float, max_workers: int):
+    """MetaSchedule's RPCRunner measuring on the boards registered under ``rpc.key``.
+
+    ``max_workers`` sessions run at once, so measurements spread over that many boards. Its pool
+    is replaced by one with a deadline per measurement: TVM 0.27's RPCRunner creates its pool
+    without one, so a board that vanished mid-run would stall the tune instead of failing a trial.
+    """
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.support.popen_pool import PopenPoolExecutor
+
+    runner = ms.runner.RPCRunner(
+        rpc_config=ms.runner.RPCConfig(
+            tracker_host=rpc.tracker_host,
+            tracker_port=rpc.tracker_port,
+            tracker_key=rpc.key,
+            session_priority=1,
+            session_timeout_sec=int(timeout_sec),
+        ),
+        evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False),
+        max_workers=max_workers,
+        initializer=ignore_interrupts,
+    )
+    runner.pool.shutdown()
+    runner.pool = PopenPoolExecutor(max_workers=max_workers, timeout=timeout_sec, initializer=ignore_interrupts)
+    return runner
 
 
 def register_cpu_tensor_intrinsics() -> None:

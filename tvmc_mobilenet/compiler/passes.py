@@ -10,6 +10,7 @@ to the VM.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -107,8 +108,14 @@ def legalize_and_fuse(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRMod
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
+    from tvm import relax
+
     with target:
         passes = cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
+        if os.environ.get("TVMC_MOBILENET_PREPACK", "1") == "1":
+            # Weights (constants) may take any layout a tuned kernel asks for (MetaSchedule's
+            # RewriteLayout); schedule_and_lower then repacks them once, at compile time.
+            passes.append(relax.transform.AttachAttrLayoutFreeBuffers())
         return tvm.transform.Sequential(passes)(mod)
 
 
@@ -130,6 +137,9 @@ def schedule_and_lower(target: tvm.target.Target, database=None) -> tvm.transfor
         passes = []
         if database is not None:
             passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
+            # Tuned kernels that chose their own weight layout come with a repacking step:
+            # split it out and evaluate it on the constant weights now, not at every run.
+            passes += [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
         passes.append(default_schedule_pass(target))
         passes += cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
         with target:

@@ -24,6 +24,8 @@ from tvmc_mobilenet.errors import BadInputError, TargetError, TuningError
 from tvmc_mobilenet.targets.registry import Measure, ResolvedTarget, require_buildable, resolve_target
 
 REPORT_FILE = "tuning_report.json"
+#: One line per tune run (model, trials, seconds), appended: the history of a database.
+HISTORY_FILE = "tuning_runs.jsonl"
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class TuneConfig(ModelOptions):
     timeout: float = 60.0
     #: Seed of the search (None: random).
     search_seed: int | None = None
+    #: Remote measurement through a TVM RPC tracker (``HOST[:PORT]``) and the boards' key.
+    rpc_tracker: str | None = None
+    rpc_key: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -141,7 +146,7 @@ def tune_model(
 ) -> TuneResult:
     started = time.time()
     target = resolve_target(config.target)
-    _require_tunable(target)
+    rpc = _require_tunable(target, config)
     from tvmc_mobilenet.compiler.tuning_db import default_database_dir, exclusive_lock, open_tuning_database
 
     work_dir = Path(config.work_dir) if config.work_dir is not None else default_database_dir(target.name)
@@ -149,13 +154,25 @@ def tune_model(
         raise TuningError(f"--resume: there is no earlier tune in {str(work_dir)!r} to continue; run without --resume")
     database = open_tuning_database(work_dir, create=True)
     with exclusive_lock(work_dir):
-        return _tune_locked(config, target, database, started, log, on_progress)
+        return _tune_locked(config, target, rpc, database, started, log, on_progress)
 
 
-def _require_tunable(target: ResolvedTarget) -> None:
+def _require_tunable(target: ResolvedTarget, config: TuneConfig):
+    """Check the target can be tuned from here; returns its RpcTarget when measured remotely."""
+    from tvmc_mobilenet.runtime.rpc import RpcTarget
+
     require_buildable(target)
-    if target.spec.measure is not Measure.LOCAL or not target.runs_here:
-        raise TargetError(f"target {target.name!r} is measured on a remote device; remote tuning over RPC is not supported yet")
+    rpc = RpcTarget.from_options(config.rpc_tracker, config.rpc_key, None, None, call_timeout=config.timeout)
+    remote = target.spec.measure is not Measure.LOCAL or not target.runs_here
+    if remote and rpc is None:
+        key = target.spec.rpc_key or "KEY"
+        raise TargetError(
+            f"target {target.name!r} is measured on the device itself: give --rpc-tracker HOST[:PORT] --rpc-key {key}, "
+            "the tracker its boards are registered with"
+        )
+    if not remote and rpc is not None:
+        raise BadInputError(f"target {target.name!r} runs on this machine; drop --rpc-tracker/--rpc-key")
+    return rpc
 
 
 def _quiet_metaschedule() -> None:
@@ -167,7 +184,7 @@ def _quiet_metaschedule() -> None:
         ms_logger.setLevel(logging.WARNING)
 
 
-def _tune_locked(config, target, database, started, log, on_progress) -> TuneResult:
+def _tune_locked(config, target, rpc, database, started, log, on_progress) -> TuneResult:
     from tvmc_mobilenet.compiler.model_source import import_model
     from tvmc_mobilenet.compiler.passes import legalize_and_fuse
     from tvmc_mobilenet.compiler.tasks import extract_tasks
@@ -221,11 +238,11 @@ def _tune_locked(config, target, database, started, log, on_progress) -> TuneRes
         )
     before = {o.task.name: o.trials for o in initial}
     progress = _ProgressTracker(tasks, initial, remaining, on_progress)
-    threads = _tuning_threads(target)
     from tvmc_mobilenet.compiler.search import GracefulStop
 
+    measure = _measurement(target, rpc, config, log)
     with GracefulStop(log) as stop:
-        _run_search(config, tasks, database, remaining, threads, progress, stop)
+        _run_search(config, tasks, database, remaining, measure, progress, stop)
     interrupted = stop.requested
     result.outcomes = outcomes_now(before)
     result.trials_run = sum(o.trials for o in result.outcomes) - trials_before
@@ -252,20 +269,47 @@ class TuningInterrupted(TuningError):
         self.result = result
 
 
-def _tuning_threads(target: ResolvedTarget) -> int:
-    """Measure kernels with every core (the runner's worker inherits TVM_NUM_THREADS)."""
+@dataclass
+class _Measurement:
+    """How candidates are built and timed: on this machine, or on boards over RPC."""
+
+    search_threads: int
+    make_builder: Callable[[], Any]
+    make_runner: Callable[[], Any]
+
+
+def _measurement(target: ResolvedTarget, rpc, config: TuneConfig, log) -> _Measurement:
+    from tvmc_mobilenet.compiler.measure import local_runner, persistent_builder, rpc_runner
     from tvmc_mobilenet.runtime.executor import use_all_cores
 
-    return int(target.target_json.get("num-cores") or use_all_cores())
+    host_threads = use_all_cores()
+    if rpc is None:
+        # Kernels run with every core: the runner's worker inherits TVM_NUM_THREADS.
+        threads = int(target.target_json.get("num-cores") or host_threads)
+        os.environ["TVM_NUM_THREADS"] = str(threads)
+        return _Measurement(threads, lambda: persistent_builder(threads, config.timeout), lambda: local_runner(config.timeout))
+    from tvmc_mobilenet.runtime.rpc import servers_for_key, tracker_summary
+
+    boards = servers_for_key(tracker_summary(rpc.tracker_host, rpc.tracker_port, rpc.connect_timeout), rpc.key)
+    if boards == 0:
+        from tvmc_mobilenet.errors import RpcError
+
+        raise RpcError(f"no device is registered under {rpc.describe()}; start its RPC server first")
+    log(f"measuring on {boards} device(s) under {rpc.describe()}, building here with {target.spec.cross_compiler}")
+    cross = target.spec.cross_compiler
+    return _Measurement(
+        host_threads,
+        lambda: persistent_builder(host_threads, config.timeout, cross_compiler=cross),
+        lambda: rpc_runner(rpc, config.timeout, max_workers=boards),
+    )
 
 
-def _run_search(config: TuneConfig, tasks: list[Task], database, remaining: int, threads: int, progress, stop) -> None:
+def _run_search(config: TuneConfig, tasks: list[Task], database, remaining: int, measure: _Measurement, progress, stop) -> None:
     from tvm.s_tir import meta_schedule as ms
 
-    from tvmc_mobilenet.compiler.measure import local_runner, persistent_builder, register_cpu_tensor_intrinsics
+    from tvmc_mobilenet.compiler.measure import register_cpu_tensor_intrinsics
     from tvmc_mobilenet.compiler.search import batchwise_gradient, evolutionary_search, plan_budget, stoppable
 
-    os.environ["TVM_NUM_THREADS"] = str(threads)
     _quiet_metaschedule()
     register_cpu_tensor_intrinsics()
     per_iter, max_per_task = plan_budget(remaining, len(tasks))
@@ -273,11 +317,11 @@ def _run_search(config: TuneConfig, tasks: list[Task], database, remaining: int,
         [t.extracted for t in tasks],
         work_dir=str(database.path),
         strategy=stoppable(evolutionary_search(per_iter), stop),
-        num_threads=threads,
+        num_threads=measure.search_threads,
         seed=config.search_seed,
     )
-    builder = persistent_builder(max_workers=threads, timeout_sec=config.timeout)
-    runner = local_runner(timeout_sec=config.timeout)
+    builder = measure.make_builder()
+    runner = measure.make_runner()
     callbacks = list(ms.MeasureCallback.create("default")) + [progress.callback()]
     profiler = ms.Profiler()
     try:
@@ -351,6 +395,14 @@ class _ProgressTracker:
 
 
 def _write_report(result: TuneResult) -> None:
+    import json
+
     from tvmc_mobilenet.runtime.results import write_json
 
-    write_json(result.work_dir / REPORT_FILE, result.to_json())
+    report = result.to_json()
+    write_json(result.work_dir / REPORT_FILE, report)
+    if result.trials_run:
+        keys = ("created", "model", "trials_before", "trials_run", "seconds", "trials_per_minute", "interrupted")
+        summary = {k: report[k] if k != "model" else report["model"]["name"] for k in keys}
+        with open(result.work_dir / HISTORY_FILE, "a") as f:
+            f.write(json.dumps(summary) + "\n")

@@ -103,6 +103,38 @@ class TuningDatabase:
         return out
 
 
+def tuning_curve(database: TuningDatabase, tasks: list[tuple[int, int]]) -> list[tuple[int, float]]:
+    """Replay the records in the order they were committed: the estimated end-to-end latency
+    (Σ weight × best run time, in ms) after each trial, from the first trial at which every task
+    had a successful measurement.
+
+    ``tasks`` is a list of (workload key, weight). Trials count only records of these workloads,
+    so the curve of one model is unaffected by other models' records in a shared database.
+    """
+    weights = dict(tasks)
+    best: dict[int, float] = {}
+    curve: list[tuple[int, float]] = []
+    trials = 0
+    # MetaSchedule's in-memory database orders records by run time; the file keeps commit order.
+    workloads = [int(json.loads(line)[0]) for line in _lines(database.path / WORKLOAD_FILE)]
+    for line in _lines(database.path / RECORD_FILE):
+        workload_index, record = json.loads(line)
+        key = workloads[workload_index]
+        if key not in weights:
+            continue
+        trials += 1
+        secs = [float(s) for s in record[1]] if record[1] else []
+        if secs and max(secs) < FAILED_RUN_SECONDS:
+            best[key] = min(best.get(key, float("inf")), sum(secs) / len(secs))
+        if len(best) == len(weights):
+            curve.append((trials, 1e3 * sum(weights[k] * best[k] for k in weights)))
+    return curve
+
+
+def _lines(file: Path) -> list[bytes]:
+    return [line for line in file.read_bytes().split(b"\n") if line.strip()]
+
+
 def workload_key(mod: tvm.IRModule) -> int:
     """The key MetaSchedule's JSON database files a kernel under (its structural hash)."""
     import tvm_ffi

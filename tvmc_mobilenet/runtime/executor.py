@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -82,16 +83,33 @@ def compare_outputs(output: np.ndarray, reference: np.ndarray, tolerance: float 
     return Comparison(abs_err, rel_err, tolerance, passed)
 
 
-class LoadedModel:
-    """A compiled model on a device (local, or remote over RPC): run and time it."""
+def _direct(fn: Callable[[], Any], _what: str) -> Any:
+    return fn()
 
-    def __init__(self, module: Any, device: Any, input_shape: tuple[int, ...], input_dtype: str, holder: Any = None):
+
+class LoadedModel:
+    """A compiled model on a device (local, or remote over RPC): run and time it.
+
+    ``guard(fn, what)`` runs every call that talks to the device; for a remote device it puts a
+    deadline on the call (see :func:`tvmc_mobilenet.runtime.rpc.bounded`).
+    """
+
+    def __init__(
+        self,
+        module: Any,
+        device: Any,
+        input_shape: tuple[int, ...],
+        input_dtype: str,
+        holder: Any = None,
+        guard: Callable[[Callable[[], Any], str], Any] = _direct,
+    ):
         from tvm.runtime.vm import VirtualMachine
 
         self.device = device
         self.input_shape = tuple(input_shape)
         self.input_dtype = input_dtype
-        self._vm = VirtualMachine(module, device)
+        self._guard = guard
+        self._vm = guard(lambda: VirtualMachine(module, device), "loading the model")
         self._holder = holder  # keeps a temporary directory or RPC session alive
 
     def _to_device(self, data: np.ndarray):
@@ -102,23 +120,32 @@ class LoadedModel:
                 f"input has shape {tuple(data.shape)} and dtype {data.dtype}; the model expects "
                 f"shape {self.input_shape} and dtype {self.input_dtype}"
             )
-        return tvm.runtime.tensor(np.ascontiguousarray(data), self.device)
+        return self._guard(lambda: tvm.runtime.tensor(np.ascontiguousarray(data), self.device), "copying the input")
 
     def run(self, data: np.ndarray) -> np.ndarray:
-        out = self._vm["main"](self._to_device(data))
-        if not hasattr(out, "numpy"):  # a tuple of outputs: the classifier's logits come first
-            out = out[0]
-        return out.numpy()
+        arg = self._to_device(data)
+
+        def infer() -> np.ndarray:
+            out = self._vm["main"](arg)
+            if not hasattr(out, "numpy"):  # a tuple of outputs: the classifier's logits come first
+                out = out[0]
+            return out.numpy()
+
+        return self._guard(infer, "running the model")
 
     def time(self, data: np.ndarray, *, number: int = 10, repeat: int = 20, warmup: int = 5) -> TimingStats:
         """Latency statistics; ``warmup`` runs are made first and excluded."""
         if number < 1 or repeat < 1 or warmup < 0:
             raise BadInputError(f"timing needs number ≥ 1, repeat ≥ 1, warmup ≥ 0 (got {number}, {repeat}, {warmup})")
         arg = self._to_device(data)
-        for _ in range(warmup):
-            self._vm["main"](arg)
-        evaluator = self._vm.time_evaluator("main", self.device, number=number, repeat=repeat)
-        return TimingStats.from_seconds(list(evaluator(arg).results), number, warmup)
+
+        def measure() -> list[float]:
+            for _ in range(warmup):
+                self._vm["main"](arg)
+            evaluator = self._vm.time_evaluator("main", self.device, number=number, repeat=repeat)
+            return list(evaluator(arg).results)
+
+        return TimingStats.from_seconds(self._guard(measure, "timing the model"), number, warmup)
 
 
 def use_all_cores() -> int:
@@ -156,6 +183,28 @@ def load_local(artifact: Artifact) -> LoadedModel:
     lib_path = artifact.extract_library(Path(workdir.name))
     module = tvm.runtime.load_module(str(lib_path))
     return LoadedModel(module, tvm.cpu(0), artifact.input_shape, artifact.input_dtype, holder=workdir)
+
+
+def load_remote(artifact: Artifact, rpc) -> LoadedModel:
+    """Send the artifact's (sha256-checked) library to a device over TVM RPC and load it there.
+
+    ``rpc`` is a :class:`tvmc_mobilenet.runtime.rpc.RpcTarget`; every step has a deadline.
+    """
+    from tvmc_mobilenet.runtime.rpc import bounded, open_session
+
+    artifact.verify_library()  # never send native code that is not what the manifest describes
+    session = open_session(rpc)
+    where = rpc.describe()
+
+    def guard(fn: Callable[[], Any], what: str) -> Any:
+        return bounded(fn, rpc.call_timeout, f"{what} on {where}")
+
+    remote_name = f"tvmc_mobilenet_{artifact.manifest['library']['sha256'][:16]}.so"
+    library = bytearray(artifact.library_bytes)
+    guard(lambda: session.upload(library, remote_name), "uploading the library")
+    module = guard(lambda: session.load_module(remote_name), "loading the library")
+    device = guard(lambda: session.cuda(0) if artifact.device == "cuda" else session.cpu(0), "opening the device")
+    return LoadedModel(module, device, artifact.input_shape, artifact.input_dtype, holder=session, guard=guard)
 
 
 def _same_arch(artifact: Artifact) -> bool:
