@@ -16,6 +16,10 @@ from tvmc_mobilenet.compiler.build import BuildConfig, build_model
 TINY = dict(alpha=0.25, resolution=96)
 
 
+#: The emulated device is a large download built once: it stays in the user's real cache.
+EMULATOR_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tvmc-mobilenet" / "emulated-aarch64"
+
+
 def pytest_configure(config):
     """Keep the user's tuning databases out of the tests: a private cache directory per run."""
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="tvmc-mobilenet-test-cache-")

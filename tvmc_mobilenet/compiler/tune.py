@@ -242,6 +242,8 @@ def _tune_locked(config, target, rpc, database, started, log, on_progress) -> Tu
 
     measure = _measurement(target, rpc, config, log)
     with GracefulStop(log) as stop:
+        progress.stop = stop
+        progress.device_check = measure.device_check
         _run_search(config, tasks, database, remaining, measure, progress, stop)
     interrupted = stop.requested
     result.outcomes = outcomes_now(before)
@@ -251,6 +253,13 @@ def _tune_locked(config, target, rpc, database, started, log, on_progress) -> Tu
     result.curve = progress.curve
     result.time_breakdown = progress.time_breakdown
     _write_report(result)
+    if progress.device_lost:
+        from tvmc_mobilenet.errors import RpcError
+
+        raise RpcError(
+            f"{progress.device_lost}; stopped after {result.trials_run} trials, every record measured so far is kept "
+            f"in {result.work_dir} and a rerun continues from there"
+        )
     if interrupted:
         raise TuningInterrupted(result)
     return result
@@ -276,6 +285,8 @@ class _Measurement:
     search_threads: int
     make_builder: Callable[[], Any]
     make_runner: Callable[[], Any]
+    #: After a batch whose every run failed: a message if the devices are gone, else None.
+    device_check: Callable[[], str | None] = lambda: None
 
 
 def _measurement(target: ResolvedTarget, rpc, config: TuneConfig, log) -> _Measurement:
@@ -288,19 +299,27 @@ def _measurement(target: ResolvedTarget, rpc, config: TuneConfig, log) -> _Measu
         threads = int(target.target_json.get("num-cores") or host_threads)
         os.environ["TVM_NUM_THREADS"] = str(threads)
         return _Measurement(threads, lambda: persistent_builder(threads, config.timeout), lambda: local_runner(config.timeout))
+    from tvmc_mobilenet.errors import RpcError
     from tvmc_mobilenet.runtime.rpc import servers_for_key, tracker_summary
 
     boards = servers_for_key(tracker_summary(rpc.tracker_host, rpc.tracker_port, rpc.connect_timeout), rpc.key)
     if boards == 0:
-        from tvmc_mobilenet.errors import RpcError
-
         raise RpcError(f"no device is registered under {rpc.describe()}; start its RPC server first")
     log(f"measuring on {boards} device(s) under {rpc.describe()}, building here with {target.spec.cross_compiler}")
     cross = target.spec.cross_compiler
+
+    def device_check() -> str | None:
+        try:
+            left = servers_for_key(tracker_summary(rpc.tracker_host, rpc.tracker_port, rpc.connect_timeout), rpc.key)
+        except RpcError as exc:
+            return f"the tracker went away ({exc})"
+        return None if left else f"no device is registered under {rpc.describe()} any more"
+
     return _Measurement(
         host_threads,
         lambda: persistent_builder(host_threads, config.timeout, cross_compiler=cross),
         lambda: rpc_runner(rpc, config.timeout, max_workers=boards),
+        device_check,
     )
 
 
@@ -308,7 +327,7 @@ def _run_search(config: TuneConfig, tasks: list[Task], database, remaining: int,
     from tvm.s_tir import meta_schedule as ms
 
     from tvmc_mobilenet.compiler.measure import register_cpu_tensor_intrinsics
-    from tvmc_mobilenet.compiler.search import batchwise_gradient, evolutionary_search, plan_budget, stoppable
+    from tvmc_mobilenet.compiler.search import batchwise_gradient, cpu_design_space, evolutionary_search, plan_budget, stoppable
 
     _quiet_metaschedule()
     register_cpu_tensor_intrinsics()
@@ -316,6 +335,7 @@ def _run_search(config: TuneConfig, tasks: list[Task], database, remaining: int,
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         [t.extracted for t in tasks],
         work_dir=str(database.path),
+        space=cpu_design_space(),
         strategy=stoppable(evolutionary_search(per_iter), stop),
         num_threads=measure.search_threads,
         seed=config.search_seed,
@@ -359,6 +379,10 @@ class _ProgressTracker:
         self.curve: list[tuple[int, float, float | None]] = []
         #: Seconds spent per MetaSchedule phase (builder, runner, search…), from its profiler.
         self.time_breakdown: dict[str, float] = {}
+        self.stop = None
+        self.device_check: Callable[[], str | None] = lambda: None
+        #: Why the tune stopped early because its devices went away (None: they did not).
+        self.device_lost: str | None = None
 
     def estimate_ms(self) -> float | None:
         if any(self.best[t.name] is None for t in self.tasks):
@@ -367,6 +391,11 @@ class _ProgressTracker:
 
     def update(self, task_id: int, runner_results) -> None:
         name = self.tasks[task_id].name
+        if runner_results and all(r.error_msg is not None for r in runner_results):
+            lost = self.device_check()
+            if lost and self.stop is not None:
+                self.device_lost = lost
+                self.stop.requested = True  # end after this batch, keeping what was measured
         for result in runner_results:
             self.done += 1
             secs = [float(s) for s in result.run_secs] if result.run_secs else []

@@ -1,0 +1,194 @@
+"""The ARM path end to end on an emulated Raspberry Pi 4B: TVM's stock tracker and RPC servers,
+the servers running on an aarch64 CPython under qemu (Cortex-A72), MobileNet cross-compiled here.
+
+Every process is started here, listens on 127.0.0.1, and is stopped by its PID. Timings under
+emulation say nothing about a real board; these tests check behaviour, not speed.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tvmc_mobilenet.cli import main
+from tvmc_mobilenet.compiler.build import BuildConfig, build_model
+from tvmc_mobilenet.compiler.tune import TuneConfig, tune_model
+from tvmc_mobilenet.compiler.tuning_db import RECORD_FILE, open_tuning_database
+from tvmc_mobilenet.devices.emulated import missing_tools, prepare_sysroot, start_server, start_tracker, stop, wait_for_servers
+from tvmc_mobilenet.errors import RpcError
+from tvmc_mobilenet.runtime.rpc import tracker_summary
+
+from ..conftest import EMULATOR_DIR, has_aarch64_cross_compiler
+
+pytestmark = [
+    pytest.mark.emulated,
+    pytest.mark.rpc,
+    pytest.mark.skipif(bool(missing_tools()), reason=f"emulated device needs {', '.join(missing_tools())}"),
+    pytest.mark.skipif(not has_aarch64_cross_compiler(), reason="aarch64-linux-gnu-g++ not installed"),
+]
+KEY = "rasp4b"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Lab:
+    """A tracker and emulated servers on loopback; everything stopped by PID at the end."""
+
+    def __init__(self, sysroot, logs: Path):
+        self.sysroot, self.logs = sysroot, logs
+        self.processes: list[subprocess.Popen] = []
+        port = free_port()
+        self.tracker = ("127.0.0.1", port)
+        self.processes.append(start_tracker("127.0.0.1", port, log_path=logs / "tracker.log"))
+        deadline = time.time() + 30
+        while True:
+            try:
+                tracker_summary(*self.tracker, timeout=5)
+                break
+            except RpcError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def server(self, key: str | None, register: bool = True) -> tuple[subprocess.Popen, int]:
+        port = free_port()
+        process = start_server(
+            self.sysroot, key or "", self.tracker if register else None, port=port, log_path=self.logs / f"server-{port}.log"
+        )
+        self.processes.append(process)
+        return process, port
+
+    def close(self) -> None:
+        for process in self.processes:
+            stop(process)
+        assert all(p.poll() is not None for p in self.processes)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    sysroot = prepare_sysroot(EMULATOR_DIR)
+    lab = Lab(sysroot, tmp_path_factory.mktemp("device-logs"))
+    try:
+        servers = [lab.server(KEY)[0] for _ in range(2)]
+        wait_for_servers(lab.tracker, KEY, 2, timeout=240, processes=servers)
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture(scope="module")
+def pi_artifact(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pi") / "pi.tar"
+    result = build_model(BuildConfig(alpha=0.25, resolution=128, target="rasp4b", output=out))
+    assert result.verification["status"] == "skipped"
+    return out
+
+
+def tracker_args(lab) -> list[str]:
+    return ["--rpc-tracker", f"{lab.tracker[0]}:{lab.tracker[1]}", "--rpc-key", KEY]
+
+
+def test_emulated_device_is_an_aarch64_cortex_a72(lab):
+    proc = subprocess.run(
+        [str(lab.sysroot.python), "-c", "import platform, tvm; print(platform.machine(), tvm.__version__)"],
+        env={**__import__("os").environ, "PYTHONPATH": str(lab.sysroot.site), "TVM_USE_RUNTIME_LIB": "1", "QEMU_CPU": "cortex-a72"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.stdout.split() == ["aarch64", "0.27.0.post1"], proc.stderr[-1000:]
+    assert not (lab.sysroot.site / "tvm" / "lib" / "libtvm_compiler.so").exists()  # runtime only
+
+
+def test_bench_over_the_tracker_checks_the_output_on_the_device(lab, pi_artifact, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", str(pi_artifact), *tracker_args(lab), "--repeat", "2", "--number", "1", "--warmup", "0", "--json", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == 0, stdout
+    report = json.loads(out.read_text())
+    assert report["output_check"]["passed"] and report["output_check"]["max_rel_error"] <= 1e-4
+    assert report["where"] == f"key 'rasp4b' at tracker 127.0.0.1:{lab.tracker[1]}"
+    assert report["target"] == "rasp4b" and report["latency"]["repeat"] == 2
+
+
+def test_run_straight_to_a_server(lab, pi_artifact, capsys):
+    _, port = lab.server(None, register=False)
+    deadline = time.time() + 120
+    while True:  # bounded wait for the server to listen
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.time() < deadline, "the direct server did not start listening"
+            time.sleep(0.5)
+    code = main(["run", str(pi_artifact), "--rpc-host", "127.0.0.1", "--rpc-port", str(port)])
+    out = capsys.readouterr().out
+    assert code == 0 and "matches the reference output" in out
+
+
+def test_server_killed_mid_bench_is_a_clear_error(lab, pi_artifact, capsys):
+    victim, port = lab.server(None, register=False)
+    deadline = time.time() + 120
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.time() < deadline
+            time.sleep(0.5)
+    threading.Timer(20, stop, args=(victim,)).start()  # dies while the benchmark runs
+    start = time.time()
+    code = main(["bench", str(pi_artifact), "--rpc-host", "127.0.0.1", "--rpc-port", str(port), "--repeat", "1000", "--rpc-timeout", "120"])
+    err = capsys.readouterr().err
+    assert code == 6, err
+    assert err.strip().splitlines()[-1].startswith("error: ") and f"server 127.0.0.1:{port}" in err
+    assert time.time() - start < 200  # no hang
+
+
+def test_remote_tuning_writes_records_that_a_rasp4b_build_applies(lab, tmp_path):
+    work = tmp_path / "db"
+    result = tune_model(
+        TuneConfig(alpha=0.25, resolution=32, target="rasp4b", trials=4, tasks="pointwise", work_dir=work,
+                   rpc_tracker=f"{lab.tracker[0]}:{lab.tracker[1]}", rpc_key=KEY, timeout=300)
+    )  # fmt: skip
+    assert result.trials_run >= 4
+    measured = [o for o in result.outcomes if o.best_seconds is not None]
+    assert measured, "no candidate ran on the device"
+    build = build_model(BuildConfig(alpha=0.25, resolution=32, target="rasp4b", tuning_db=work, output=tmp_path / "m.tar"))
+    assert build.manifest["tuning"]["kernels_tuned"] >= len(measured)
+
+
+def test_device_lost_mid_tune_keeps_every_record(lab, tmp_path):
+    victim, _ = lab.server("victim")
+    wait_for_servers(lab.tracker, "victim", 1, timeout=240, processes=[victim])
+    work = tmp_path / "db"
+    config = TuneConfig(alpha=0.25, resolution=32, target="rasp4b", trials=60, tasks="pointwise", work_dir=work,
+                        rpc_tracker=f"{lab.tracker[0]}:{lab.tracker[1]}", rpc_key="victim", timeout=60)  # fmt: skip
+
+    def kill_after_first_records():
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            path = work / RECORD_FILE
+            if path.exists() and path.read_text().count("\n") >= 2:
+                stop(victim)
+                return
+            time.sleep(0.5)
+
+    killer = threading.Thread(target=kill_after_first_records, daemon=True)
+    killer.start()
+    with pytest.raises(RpcError, match=r"no device is registered under key 'victim' .* any more; stopped after \d+ trials"):
+        tune_model(config)
+    killer.join(timeout=5)
+    kept = open_tuning_database(work).database.get_all_tuning_records()
+    assert len(kept) >= 2  # what was measured before the device died is all there
+    assert sum(1 for r in kept if max(float(s) for s in r.run_secs) < 1e9) >= 2
