@@ -79,11 +79,12 @@ def test_build_run_bench(capsys, tmp_path):
     code, out, err = cli(capsys, "run", str(out_file), "--input", str(tmp_path / "in.npy"), "--top", "3")
     assert code == 0 and "top-3" in out
 
-    code, out, err = cli(capsys, "bench", str(out_file), "--repeat", "3", "--number", "2", "--json", str(tmp_path / "b.json"))
+    code, out, err = cli(capsys, "bench", str(out_file), "--repeat", "3", "--number", "2", "--profile", "--json", str(tmp_path / "b.json"))
     assert code == 0, err
-    assert "median" in out and "images/s" in out
+    assert "median" in out and "images/s" in out and "Per-kernel profile" in out
     report = json.loads((tmp_path / "b.json").read_text())
     assert report["latency"]["repeat"] == 3 and report["output_check"]["passed"]
+    assert {row["kind"] for row in report["profile"]} >= {"pointwise", "depthwise"}
 
 
 @pytest.mark.parametrize(

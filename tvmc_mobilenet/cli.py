@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from tvmc_mobilenet import __version__
-from tvmc_mobilenet.errors import TvmcMobilenetError
+from tvmc_mobilenet.errors import ArtifactError, TvmcMobilenetError
 
 FILE = click.Path(dir_okay=False, path_type=Path)
 VARIANTS = ["mobilenet", "full-conv", "shallow"]
@@ -345,8 +345,9 @@ def run(artifact: Path, input_file: Path | None, output_file: Path | None, top: 
 @click.option("--number", type=click.IntRange(1, 100000), default=10, show_default=True, help="Runs averaged per sample.")
 @click.option("--warmup", type=click.IntRange(0, 100000), default=5, show_default=True, help="Untimed runs first.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON here.")
+@click.option("--profile", is_flag=True, help="Also time each kernel alone: a per-layer table of where the time goes.")
 @_rpc_options
-def bench(artifact: Path, repeat: int, number: int, warmup: int, json_file: Path | None, **rpc) -> None:
+def bench(artifact: Path, repeat: int, number: int, warmup: int, json_file: Path | None, profile: bool, **rpc) -> None:
     """Time an artifact, here or on a remote device: median, mean, p90, std (warm-up excluded).
 
     The device's output for the stored reference input is checked first; a mismatch fails.
@@ -360,6 +361,13 @@ def bench(artifact: Path, repeat: int, number: int, warmup: int, json_file: Path
     stats = model.time(art.reference_input(), number=number, repeat=repeat, warmup=warmup)
     report = bench_report(art, stats, comparison, where=where)
     console = _console()
+    if profile:
+        kernels = art.manifest.get("kernels")
+        if not kernels:
+            raise ArtifactError(f"artifact {str(artifact)!r} has no kernel table (built by an older version); rebuild it to profile")
+        rows = model.profile(kernels)
+        report["profile"] = [r.to_json() for r in rows]
+        _print_profile(rows)
     batch = art.input_shape[0]
     console.print(
         f"{art.manifest['model'].get('name', art.path.stem)} on {art.target_name} ({where}): "
@@ -370,6 +378,17 @@ def bench(artifact: Path, repeat: int, number: int, warmup: int, json_file: Path
     if json_file:
         write_json(json_file, report)
         console.print(f"results written to {json_file}")
+
+
+def _print_profile(rows) -> None:
+    from rich.table import Table
+
+    table = Table(title="Per-kernel profile (each kernel timed alone, random inputs)")
+    for col in ("kernel", "kind", "shape", "calls", "ms/call", "ms total", "share"):
+        table.add_column(col, justify="left" if col in ("kernel", "kind", "shape") else "right")
+    for r in rows:
+        table.add_row(r.name, r.kind, r.shape, str(r.calls), f"{r.mean_ms:.4f}", f"{r.total_ms:.4f}", f"{r.share:.1f}%")
+    _console().print(table)
 
 
 @cli.group()

@@ -121,6 +121,12 @@ def test_bench_over_the_tracker_checks_the_output_on_the_device(lab, pi_artifact
     assert report["target"] == "rasp4b" and report["latency"]["repeat"] == 2
 
 
+def test_profile_is_refused_remotely_with_a_reason(lab, pi_artifact, capsys):
+    code = main(["bench", str(pi_artifact), *tracker_args(lab), "--repeat", "1", "--number", "1", "--profile"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--profile times kernels on this machine only" in err
+
+
 def test_run_straight_to_a_server(lab, pi_artifact, capsys):
     _, port = lab.server(None, register=False)
     deadline = time.time() + 120

@@ -92,3 +92,15 @@ def test_loads_with_the_tvm_runtime_alone_and_without_torch(tiny_artifact):
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("OK")
+
+
+def test_per_kernel_profile(tiny_artifact):
+    art = open_artifact(tiny_artifact)
+    kernels = art.manifest["kernels"]
+    assert {k["kind"] for k in kernels} >= {"conv", "depthwise", "pointwise", "dense", "pool"}
+    assert sum(k["calls"] for k in kernels if k["kind"] == "pointwise") == 13
+    rows = load_local(art).profile(kernels, number=2, repeat=2)
+    assert [r.name for r in rows] and {r.name for r in rows} == {k["name"] for k in kernels}
+    assert rows == sorted(rows, key=lambda r: -r.total_ms)
+    assert sum(r.share for r in rows) == pytest.approx(100.0)
+    assert all(r.mean_ms > 0 and r.total_ms == pytest.approx(r.mean_ms * r.calls) for r in rows)

@@ -7,7 +7,7 @@ import tvm
 import tvm_ffi
 from tvm import relax, tirx
 
-from tvmc_mobilenet.compiler.passes import legalize_and_fuse, schedule_and_lower
+from tvmc_mobilenet.compiler.passes import legalize_and_fuse, lower, schedule
 from tvmc_mobilenet.schedules import default_schedule_pass
 from tvmc_mobilenet.schedules.cpu.generic import vector_lanes
 from tvmc_mobilenet.targets.registry import resolve_target
@@ -44,7 +44,7 @@ CASES = [
 @pytest.mark.parametrize("n, c_in, c_out, size, kernel, stride, groups", CASES)
 def test_numerics_match_pytorch(n, c_in, c_out, size, kernel, stride, groups):
     mod = conv_bias_relu(n, c_in, c_out, size, kernel, stride, groups)
-    ex = tvm.compile(mod, TARGET, relax_pipeline=schedule_and_lower(TARGET))
+    ex = tvm.compile(schedule(mod, TARGET), TARGET, relax_pipeline=lower(TARGET))
     vm = relax.VirtualMachine(ex, tvm.cpu())
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c_in, size, size), dtype=np.float32)

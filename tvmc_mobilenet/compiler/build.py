@@ -79,7 +79,7 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
     imported, mod = loaded.imported, loaded.mod
     tvm_target = target.tvm_target()
     log(f"compiling for {target.name}")
-    executable, tuned = _compile(mod, tvm_target, database)
+    executable, tuned, kernels = _compile(mod, tvm_target, database)
     if database is not None:
         log(f"tuning database {database.path}: {tuned[0]} of {tuned[1]} kernels tuned")
 
@@ -116,6 +116,7 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
             "rpc_key": target.spec.rpc_key,
         },
         "library": {"file": LIBRARY_FILE, "sha256": sha256_bytes(library), "bytes": len(library)},
+        "kernels": kernels,
         "reference": {
             "input": REFERENCE_INPUT,
             "output": REFERENCE_OUTPUT,
@@ -162,18 +163,39 @@ def _open_database(config: BuildConfig, target: ResolvedTarget, log: Callable[[s
 
 
 def _compile(mod, tvm_target, database):
-    """Compile with our pipeline; returns the executable and (kernels tuned, kernels in all)."""
+    """Compile with our pipeline; returns the executable, (kernels tuned, kernels in all) and the
+    kernel table (name, kind, shape, calls, argument shapes) that per-kernel profiles use."""
     import tvm
 
-    from tvmc_mobilenet.compiler.passes import legalize_and_fuse, schedule_and_lower
+    from tvmc_mobilenet.compiler.passes import kernel_calls, legalize_and_fuse, lower, schedule
+    from tvmc_mobilenet.compiler.tasks import classify
 
     fused = legalize_and_fuse(mod, tvm_target)
-    if database is not None:
-        tuned = database.count_tuned(fused, tvm_target)
-    else:
-        tuned = (0, sum(1 for f in fused.functions.values() if isinstance(f, tvm.tirx.PrimFunc)))
-    pipeline = schedule_and_lower(tvm_target, database.database if database else None)
-    return tvm.compile(fused, target=tvm_target, relax_pipeline=pipeline), tuned
+    kernels_in_all = sum(1 for f in fused.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+    tuned = database.count_tuned(fused, tvm_target) if database is not None else (0, kernels_in_all)
+    # Classified before scheduling (which rewrites the kernels, in place for DLight's pass).
+    kinds = {
+        gvar.name_hint: classify(tvm.IRModule({"main": func}))
+        for gvar, func in fused.functions.items()
+        if isinstance(func, tvm.tirx.PrimFunc)
+    }
+    scheduled = schedule(fused, tvm_target, database.database if database else None)
+    calls = kernel_calls(scheduled)
+    kernels = []
+    for name, (kind, shape) in kinds.items():
+        if not calls.get(name):
+            continue
+        final = scheduled[name]  # a tuned kernel may take its weights in another layout
+        kernels.append(
+            {
+                "name": name,
+                "kind": kind.value,
+                "shape": shape,
+                "calls": calls[name],
+                "args": [[[int(d) for d in p.shape], str(p.dtype)] for p in final.params],
+            }
+        )
+    return tvm.compile(scheduled, target=tvm_target, relax_pipeline=lower(tvm_target)), tuned, kernels
 
 
 def _export(executable, lib_path: Path, target: ResolvedTarget) -> None:

@@ -3,14 +3,12 @@
 ``simplify_for_inference`` folds BatchNorm into the convolutions (weights scaled, a bias added)
 and evaluates everything that depends only on constants, so that the built module computes no
 per-element subtract/divide/multiply at run time. ``legalize_and_fuse`` turns Relax operators into fused TIR
-kernels (the tasks tuning works on); ``schedule_and_lower`` is the rest of the pipeline that
-``tvm.compile`` runs: apply tuning records, give every remaining kernel a default schedule, lower
-to the VM.
+kernels (the tasks tuning works on); ``schedule`` applies tuning records and gives every other
+kernel a default schedule; ``lower`` is what ``tvm.compile`` then runs down to the Relax VM.
 """
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -104,48 +102,69 @@ def relax_op_counts(mod: tvm.IRModule) -> Counter:
 
 
 def legalize_and_fuse(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
-    """Relax operators → TIR kernels, fused (conv + bias + ReLU become one kernel)."""
-    import tvm
-    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+    """Relax operators → TIR kernels, fused (conv + bias + ReLU become one kernel).
 
-    from tvm import relax
-
-    with target:
-        passes = cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
-        if os.environ.get("TVMC_MOBILENET_PREPACK", "1") == "1":
-            # Weights (constants) may take any layout a tuned kernel asks for (MetaSchedule's
-            # RewriteLayout); schedule_and_lower then repacks them once, at compile time.
-            passes.append(relax.transform.AttachAttrLayoutFreeBuffers())
-        return tvm.transform.Sequential(passes)(mod)
-
-
-def schedule_and_lower(target: tvm.target.Target, database=None) -> tvm.transform.Pass:
-    """The rest of the Relax pipeline after :func:`legalize_and_fuse`, for ``tvm.compile``.
-
-    Kernels found in ``database`` (a MetaSchedule database) take their tuned schedule; the rest
-    get the default schedules of :mod:`tvmc_mobilenet.schedules`; then the module is lowered to
-    the Relax VM.
+    Weights are constants, so they are marked layout-free: a tuned kernel may ask for any weight
+    layout (MetaSchedule's RewriteLayout) and :func:`schedule` repacks them once, at compile time.
     """
     import tvm
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
+    with target:
+        passes = cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
+        passes.append(relax.transform.AttachAttrLayoutFreeBuffers())
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def schedule(fused: tvm.IRModule, target: tvm.target.Target, database=None) -> tvm.IRModule:
+    """Give every kernel of a fused module its schedule.
+
+    Kernels found in ``database`` (a MetaSchedule database) take their tuned schedule; a tuned
+    kernel that chose its own weight layout comes with a repacking step, which is split out and
+    evaluated on the constant weights here, not at every run. The remaining kernels get the
+    default schedules of :mod:`tvmc_mobilenet.schedules`.
+    """
+    import contextlib
+
+    import tvm
+    from tvm import relax
+
     from tvmc_mobilenet.schedules import default_schedule_pass
 
-    @tvm.transform.module_pass(opt_level=0, name="TvmcMobilenetScheduleAndLower")
-    def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        passes = []
+    with target, database if database is not None else contextlib.nullcontext():
+        passes = []  # made inside the context: MetaScheduleApplyDatabase reads the current target
         if database is not None:
-            passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
-            # Tuned kernels that chose their own weight layout come with a repacking step:
-            # split it out and evaluate it on the constant weights now, not at every run.
-            passes += [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
+            passes += [
+                relax.transform.MetaScheduleApplyDatabase(enable_warning=False),
+                relax.transform.SplitLayoutRewritePreproc(),
+                relax.transform.FoldConstant(),
+            ]
         passes.append(default_schedule_pass(target))
-        passes += cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
-        with target:
-            if database is not None:
-                with database:
-                    return tvm.transform.Sequential(passes)(mod)
-            return tvm.transform.Sequential(passes)(mod)
+        return tvm.transform.Sequential(passes)(fused)
 
-    return _pipeline
+
+def lower(target: tvm.target.Target) -> tvm.transform.Pass:
+    """The Relax pipeline after :func:`schedule`, for ``tvm.compile``: lower to the Relax VM."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+    return tvm.transform.Sequential(cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target))
+
+
+def kernel_calls(mod: tvm.IRModule) -> dict[str, int]:
+    """How many times the Relax functions call each TIR kernel (``call_tir``)."""
+    import tvm
+    from tvm import relax
+
+    counts: Counter = Counter()
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+
+    def visit(expr) -> None:
+        if isinstance(expr, relax.Call) and expr.op.same_as(call_tir):
+            counts[expr.args[0].name_hint] += 1
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return dict(counts)

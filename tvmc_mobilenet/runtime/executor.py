@@ -83,6 +83,22 @@ def compare_outputs(output: np.ndarray, reference: np.ndarray, tolerance: float 
     return Comparison(abs_err, rel_err, tolerance, passed)
 
 
+@dataclass(frozen=True)
+class KernelTime:
+    """One kernel's share of a run: its mean time per call, times the calls a run makes."""
+
+    name: str
+    kind: str
+    shape: str
+    calls: int
+    mean_ms: float
+    total_ms: float
+    share: float  # percent of the sum over kernels
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def _direct(fn: Callable[[], Any], _what: str) -> Any:
     return fn()
 
@@ -109,6 +125,8 @@ class LoadedModel:
         self.input_shape = tuple(input_shape)
         self.input_dtype = input_dtype
         self._guard = guard
+        self._module = module
+        self.remote = guard is not _direct
         self._vm = guard(lambda: VirtualMachine(module, device), "loading the model")
         self._holder = holder  # keeps a temporary directory or RPC session alive
 
@@ -146,6 +164,45 @@ class LoadedModel:
             return list(evaluator(arg).results)
 
         return TimingStats.from_seconds(self._guard(measure, "timing the model"), number, warmup)
+
+    def profile(self, kernels: list[dict[str, Any]], *, number: int = 10, repeat: int = 3) -> list[KernelTime]:
+        """Time each kernel of the model alone on the device (``kernels``: the manifest's table).
+
+        Each kernel runs with random inputs of its argument shapes, so the profile needs nothing
+        from the compiler. Sorted by total time.
+        """
+        import tvm
+
+        if self.remote:
+            raise BadInputError(
+                "--profile times kernels on this machine only: TVM 0.27's remote timer cannot reach the kernels "
+                "inside a VM executable; profile a build for this host, or drop --profile"
+            )
+        library = self._module.imports[0] if self._module.imports else self._module  # the kernels' library
+        rng = np.random.default_rng(0)
+        times = []
+        for kernel in kernels:
+            args = [
+                self._guard(
+                    lambda shape=shape, dtype=dtype: tvm.runtime.tensor(rng.standard_normal(shape).astype(dtype), self.device),
+                    "allocating kernel inputs",
+                )
+                for shape, dtype in kernel["args"]
+            ]
+            name = kernel["name"]
+
+            def measure(name=name, args=args) -> float:
+                evaluator = library.time_evaluator(name, self.device, number=number, repeat=repeat)
+                return float(np.median(evaluator(*args).results))
+
+            seconds = self._guard(measure, f"timing kernel {name}")
+            times.append((kernel, seconds * 1e3))
+        total = sum(ms * k["calls"] for k, ms in times) or 1.0
+        rows = [
+            KernelTime(k["name"], k["kind"], k["shape"], k["calls"], ms, ms * k["calls"], 100.0 * ms * k["calls"] / total)
+            for k, ms in times
+        ]
+        return sorted(rows, key=lambda r: -r.total_ms)
 
 
 def use_all_cores() -> int:
