@@ -127,6 +127,17 @@ def local_runner(timeout_sec: float):
     )
 
 
+def create_session_or_fail(rpc_config):
+    """RPCRunner's session step, failing at once when no device is registered under the key.
+
+    TVM's tracker queues a request for a key nobody serves until one registers; with the boards
+    gone every remaining trial would wait out its whole timeout before failing.
+    """
+    if rpc_config.count_num_servers(allow_missing=True) == 0:
+        raise RuntimeError(f"no device is registered under key {rpc_config.tracker_key!r}")
+    return rpc_config.connect_server()
+
+
 def rpc_runner(rpc, timeout_sec: float, max_workers: int):
     """MetaSchedule's RPCRunner measuring on the boards registered under ``rpc.key``.
 
@@ -146,6 +157,7 @@ def rpc_runner(rpc, timeout_sec: float, max_workers: int):
             session_timeout_sec=int(timeout_sec),
         ),
         evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False),
+        f_create_session=create_session_or_fail,
         max_workers=max_workers,
         initializer=ignore_interrupts,
     )
