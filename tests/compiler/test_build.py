@@ -42,6 +42,12 @@ def test_paper_grid_agrees_with_pytorch(alpha, resolution, tmp_path):
     assert v["max_abs_error"] <= 1e-4 * np.max(np.abs(open_artifact(result.artifact_path).reference_output()))
 
 
+def test_smallest_resolution_builds_and_verifies(tmp_path):
+    """At 32×32 the last blocks see a 1×1 feature map: kernels no default rule may choke on."""
+    result = build_model(BuildConfig(alpha=0.25, resolution=32, output=tmp_path / "m.tar"))
+    assert result.verification["status"] == "passed"
+
+
 @pytest.mark.parametrize("variant", ["shallow", "full-conv"])
 def test_variants_build(variant, tmp_path):
     result = build_model(BuildConfig(alpha=0.25, resolution=64, variant=variant, output=tmp_path / "m.tar"))

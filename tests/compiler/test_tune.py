@@ -153,3 +153,26 @@ def test_bad_tune_options(kwargs, error, message, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", os.environ["PATH"] + os.pathsep + str(tmp_path))
     with pytest.raises(error, match=message):
         tune_model(TuneConfig(alpha=0.25, resolution=64, work_dir=tmp_path / "db", **kwargs))
+
+
+def test_metaschedule_logging_tolerates_handlers_attached_by_others(tmp_path):
+    """An unnamed handler on MetaSchedule's logger (pytest attaches one to every logger that does
+    not propagate) made MetaSchedule's own logging set-up fail; it is set aside and given back."""
+    import logging
+
+    from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
+
+    from tvmc_mobilenet.compiler.tune import _foreign_log_handlers_set_aside
+
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    foreign = logging.NullHandler()  # no name
+    ms_logger.addHandler(foreign)
+    try:
+        with pytest.raises(AttributeError, match="'NoneType' object has no attribute 'format'"):
+            get_loggers_from_work_dir(str(tmp_path), ["task"])
+        with _foreign_log_handlers_set_aside():
+            get_loggers_from_work_dir(str(tmp_path), ["task"])
+        assert foreign in ms_logger.handlers
+        assert (tmp_path / "logs").is_dir()
+    finally:
+        ms_logger.removeHandler(foreign)

@@ -10,6 +10,8 @@ two tunes out of one database, and the report.
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import time
 from collections.abc import Callable
@@ -184,6 +186,28 @@ def _quiet_metaschedule() -> None:
         ms_logger.setLevel(logging.WARNING)
 
 
+@contextlib.contextmanager
+def _foreign_log_handlers_set_aside():
+    """Let MetaSchedule configure its loggers, then give back handlers that others attached.
+
+    MetaSchedule's ``create_loggers`` re-lists the handlers already on its logger by name in a
+    ``logging.config.dictConfig`` it builds, and fails (``'NoneType' object has no attribute
+    'format'``) on one without a name or one its config does not define: e.g. pytest's capture
+    handler, which pytest attaches to every logger that does not propagate.
+    """
+    import logging
+
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    foreign = [h for h in ms_logger.handlers if not (h.get_name() or "").startswith(ms_logger.name)]
+    for handler in foreign:
+        ms_logger.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in foreign:
+            ms_logger.addHandler(handler)  # a no-op for one already there
+
+
 def _tune_locked(config, target, rpc, database, started, log, on_progress) -> TuneResult:
     from tvmc_mobilenet.compiler.model_source import import_model
     from tvmc_mobilenet.compiler.passes import legalize_and_fuse
@@ -332,14 +356,15 @@ def _run_search(config: TuneConfig, tasks: list[Task], database, remaining: int,
     _quiet_metaschedule()
     register_cpu_tensor_intrinsics()
     per_iter, max_per_task = plan_budget(remaining, len(tasks))
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        [t.extracted for t in tasks],
-        work_dir=str(database.path),
-        space=cpu_design_space(),
-        strategy=stoppable(evolutionary_search(per_iter), stop),
-        num_threads=measure.search_threads,
-        seed=config.search_seed,
-    )
+    with _foreign_log_handlers_set_aside():
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            [t.extracted for t in tasks],
+            work_dir=str(database.path),
+            space=cpu_design_space(),
+            strategy=stoppable(evolutionary_search(per_iter), stop),
+            num_threads=measure.search_threads,
+            seed=config.search_seed,
+        )
     builder = measure.make_builder()
     runner = measure.make_runner()
     callbacks = list(ms.MeasureCallback.create("default")) + [progress.callback()]
