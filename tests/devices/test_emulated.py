@@ -47,6 +47,7 @@ class Lab:
     def __init__(self, sysroot, logs: Path):
         self.sysroot, self.logs = sysroot, logs
         self.processes: list[subprocess.Popen] = []
+        self.key_servers: list[tuple[subprocess.Popen, int]] = []
         port = free_port()
         self.tracker = ("127.0.0.1", port)
         self.processes.append(start_tracker("127.0.0.1", port, log_path=logs / "tracker.log"))
@@ -79,8 +80,8 @@ def lab(tmp_path_factory):
     sysroot = prepare_sysroot(EMULATOR_DIR)
     lab = Lab(sysroot, tmp_path_factory.mktemp("device-logs"))
     try:
-        servers = [lab.server(KEY)[0] for _ in range(2)]
-        wait_for_servers(lab.tracker, KEY, 2, timeout=240, processes=servers)
+        lab.key_servers = [lab.server(KEY) for _ in range(2)]
+        wait_for_servers(lab.tracker, KEY, 2, timeout=240, processes=[process for process, _ in lab.key_servers])
         yield lab
     finally:
         lab.close()
@@ -161,8 +162,13 @@ def test_server_killed_mid_bench_is_a_clear_error(lab, pi_artifact, capsys):
     assert time.time() - start < 200  # no hang
 
 
+def sessions_served(lab, port: int) -> int:
+    return (lab.logs / f"server-{port}.log").read_text().count("connected from")
+
+
 def test_remote_tuning_writes_records_that_a_rasp4b_build_applies(lab, tmp_path):
     work = tmp_path / "db"
+    sessions_before = [sessions_served(lab, port) for _, port in lab.key_servers]
     result = tune_model(
         TuneConfig(alpha=0.25, resolution=32, target="rasp4b", trials=4, tasks="pointwise", work_dir=work,
                    rpc_tracker=f"{lab.tracker[0]}:{lab.tracker[1]}", rpc_key=KEY, timeout=300)
@@ -170,6 +176,10 @@ def test_remote_tuning_writes_records_that_a_rasp4b_build_applies(lab, tmp_path)
     assert result.trials_run >= 4
     measured = [o for o in result.outcomes if o.best_seconds is not None]
     assert measured, "no candidate ran on the device"
+    sessions_after = [sessions_served(lab, port) for _, port in lab.key_servers]
+    assert all(after > before for before, after in zip(sessions_before, sessions_after, strict=True)), (
+        f"measurements did not spread over both boards: sessions {sessions_before} -> {sessions_after}"
+    )
     build = build_model(BuildConfig(alpha=0.25, resolution=32, target="rasp4b", tuning_db=work, output=tmp_path / "m.tar"))
     assert build.manifest["tuning"]["kernels_tuned"] >= len(measured)
 
