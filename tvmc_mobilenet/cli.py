@@ -204,8 +204,15 @@ def build(alpha, resolution, variant, num_classes, batch, target, model_file, we
 @click.option("--seed", type=int, default=None, help="Seed of the search (default: random).")
 @click.option("--rpc-tracker", metavar="HOST[:PORT]", help="Measure on boards registered with this TVM RPC tracker.")
 @click.option("--rpc-key", metavar="KEY", help="The boards' key at the tracker (e.g. rasp4b).")
+@click.option(
+    "--space",
+    type=click.Choice(["ours", "generic"]),
+    default="ours",
+    show_default=True,
+    help="Design space for pointwise and depthwise kernels: ours, or MetaSchedule's generic one.",
+)
 def tune(alpha, resolution, variant, num_classes, batch, target, model_file, trials, work_dir, task_kinds, resume, timeout, seed,
-         rpc_tracker, rpc_key):  # fmt: skip
+         rpc_tracker, rpc_key, space):  # fmt: skip
     """Auto-schedule a model's kernels with MetaSchedule into the target's tuning database."""
     from tvmc_mobilenet.compiler.tune import TuneConfig, tune_model
 
@@ -225,6 +232,7 @@ def tune(alpha, resolution, variant, num_classes, batch, target, model_file, tri
         resume=resume,
         timeout=timeout,
         search_seed=seed,
+        space=space,
     )
     err = _console(stderr=True)
     err.print(f"[dim]{config}[/dim]")
@@ -260,13 +268,14 @@ def _print_tune_report(result) -> None:
     from rich.table import Table
 
     table = Table(title=f"Tuned tasks of {result.model['name']} on {result.target}")
-    for col in ("task", "kind", "shape", "MFLOP", "weight", "best ms", "GFLOP/s", "trials"):
-        table.add_column(col, justify="left" if col in ("task", "kind", "shape") else "right")
+    for col in ("task", "kind", "shape", "space", "MFLOP", "weight", "best ms", "GFLOP/s", "trials"):
+        table.add_column(col, justify="left" if col in ("task", "kind", "shape", "space") else "right")
     for o in sorted(result.outcomes, key=lambda o: -(o.task.weight * (o.best_seconds or 0))):
         table.add_row(
             o.task.name,
             o.task.kind.value,
             o.task.shape,
+            result.space_of(o.task),
             f"{o.task.flops / 1e6:.2f}",
             str(o.task.weight),
             f"{o.best_seconds * 1e3:.4f}" if o.best_seconds else "-",

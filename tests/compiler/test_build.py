@@ -25,6 +25,8 @@ def test_tiny_artifact_is_verified_and_complete(tiny_artifact):
     assert m["target"]["name"] == "host" and m["target"]["tvm"]["kind"] == "llvm"
     assert m["versions"]["tvm"] == "0.27.0.post1" and m["versions"]["tvm_ffi"] == "0.1.14.post1"
     assert m["tuning"]["database"] is None and m["tuning"]["kernels_total"] > 20
+    # one layout for the whole network: feature maps transposed at the input and before the classifier only
+    assert m["layout"] == {"activations": "NHWC", "weights": "HWIO", "transforms": 2}
     assert m["build"]["config"]["alpha"] == 0.25 and m["build"]["seconds"] > 0
     assert art.reference_input().shape == (1, 3, 96, 96)
     assert art.reference_output().shape == (1, 1000)

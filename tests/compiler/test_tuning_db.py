@@ -26,7 +26,7 @@ def _database_with_one_record(directory):
     func = fused[gvar]
     kernel = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
     sch = tvm.s_tir.Schedule(kernel)
-    sch.parallel(sch.get_loops(sch.get_sblock("group_conv2d_nchw"))[1])
+    sch.parallel(sch.get_loops(sch.get_sblock("group_conv2d_nhwc"))[1])
     db = ms.database.JSONDatabase(
         path_workload=str(directory / WORKLOAD_FILE), path_tuning_record=str(directory / RECORD_FILE), allow_missing=True
     )

@@ -79,7 +79,8 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
     imported, mod = loaded.imported, loaded.mod
     tvm_target = target.tvm_target()
     log(f"compiling for {target.name}")
-    executable, tuned, kernels = _compile(mod, tvm_target, database)
+    executable, tuned, kernels, layout = _compile(mod, tvm_target, database)
+    log(f"convolutions in {layout['activations']}/{layout['weights']}; {layout['transforms']} layout transforms left in the network")
     if database is not None:
         log(f"tuning database {database.path}: {tuned[0]} of {tuned[1]} kernels tuned")
 
@@ -117,6 +118,7 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
         },
         "library": {"file": LIBRARY_FILE, "sha256": sha256_bytes(library), "bytes": len(library)},
         "kernels": kernels,
+        "layout": layout,
         "reference": {
             "input": REFERENCE_INPUT,
             "output": REFERENCE_OUTPUT,
@@ -163,14 +165,26 @@ def _open_database(config: BuildConfig, target: ResolvedTarget, log: Callable[[s
 
 
 def _compile(mod, tvm_target, database):
-    """Compile with our pipeline; returns the executable, (kernels tuned, kernels in all) and the
-    kernel table (name, kind, shape, calls, argument shapes) that per-kernel profiles use."""
+    """Compile with our pipeline; returns the executable, (kernels tuned, kernels in all), the
+    kernel table (name, kind, shape, calls, argument shapes) that per-kernel profiles use and the
+    layout of the convolutions (with the number of feature-map transposes left)."""
     import tvm
 
-    from tvmc_mobilenet.compiler.passes import kernel_calls, legalize_and_fuse, lower, schedule
+    from tvmc_mobilenet.compiler.passes import (
+        convert_conv_layout,
+        kernel_calls,
+        layout_transform_count,
+        legalize_and_fuse,
+        lower,
+        schedule,
+    )
+    from tvmc_mobilenet.schedules import CONV_LAYOUTS
     from tvmc_mobilenet.compiler.tasks import classify
 
-    fused = legalize_and_fuse(mod, tvm_target)
+    converted = convert_conv_layout(tvm_target)(mod)
+    activations, weights = CONV_LAYOUTS.get(tvm_target.kind.name, ("NCHW", "OIHW"))
+    layout = {"activations": activations, "weights": weights, "transforms": layout_transform_count(converted)}
+    fused = legalize_and_fuse(converted, tvm_target)
     kernels_in_all = sum(1 for f in fused.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
     tuned = database.count_tuned(fused, tvm_target) if database is not None else (0, kernels_in_all)
     # Classified before scheduling (which rewrites the kernels, in place for DLight's pass).
@@ -195,7 +209,7 @@ def _compile(mod, tvm_target, database):
                 "args": [[[int(d) for d in p.shape], str(p.dtype)] for p in final.params],
             }
         )
-    return tvm.compile(scheduled, target=tvm_target, relax_pipeline=lower(tvm_target)), tuned, kernels
+    return tvm.compile(scheduled, target=tvm_target, relax_pipeline=lower(tvm_target)), tuned, kernels, layout
 
 
 def _export(executable, lib_path: Path, target: ResolvedTarget) -> None:

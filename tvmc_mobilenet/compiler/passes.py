@@ -111,10 +111,35 @@ def legalize_and_fuse(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRMod
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
+    from tvmc_mobilenet.schedules import annotate_design_spaces
+
     with target:
-        passes = cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
+        passes = [convert_conv_layout(target)]
+        passes += cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
         passes.append(relax.transform.AttachAttrLayoutFreeBuffers())
+        passes.append(annotate_design_spaces(target))
         return tvm.transform.Sequential(passes)(mod)
+
+
+def convert_conv_layout(target: tvm.target.Target) -> tvm.transform.Pass:
+    """Every convolution into the layout the target's schedules are written for, chosen once for
+    the whole network: the feature maps are transposed at its input and before the classifier
+    only (see :func:`layout_transform_count`); the weights are transposed here, at compile time."""
+    import tvm
+    from tvm import relax
+
+    from tvmc_mobilenet.schedules import CONV_LAYOUTS
+
+    layouts = CONV_LAYOUTS.get(target.kind.name)
+    if layouts is None:
+        return tvm.transform.Sequential([])
+    return tvm.transform.Sequential([relax.transform.ConvertLayout({"relax.nn.conv2d": list(layouts)}), relax.transform.FoldConstant()])
+
+
+def layout_transform_count(mod: tvm.IRModule) -> int:
+    """Layout changes of feature maps left in a Relax module (transposes and layout_transforms)."""
+    counts = relax_op_counts(mod)
+    return counts["relax.permute_dims"] + counts["relax.layout_transform"]
 
 
 def schedule(fused: tvm.IRModule, target: tvm.target.Target, database=None) -> tvm.IRModule:

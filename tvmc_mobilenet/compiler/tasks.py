@@ -4,7 +4,8 @@ Every convolution kernel is called ``fused_conv2d…`` whatever it does, so the 
 the kernel's anchor block (its main reduction): the extents of its reduction axes and how many
 buffers it reads.
 
-* two inputs and three reduction axes (channels, kernel rows, kernel columns):
+* two inputs and three reduction axes (channels, kernel rows, kernel columns; kernel rows,
+  kernel columns, channels for TOPI's NHWC blocks, whose names say ``nhwc``):
   a 1×1 window is a **pointwise** convolution, one input channel per output a **depthwise** one,
   anything else a full **conv**;
 * two inputs and one reduction axis: a matrix product, the **dense** layer;
@@ -52,7 +53,22 @@ class Task:
         return self.extracted.dispatched[0]
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind.value, "shape": self.shape, "flops": self.flops, "weight": self.weight}
+        return {
+            "name": self.name,
+            "kind": self.kind.value,
+            "shape": self.shape,
+            "flops": self.flops,
+            "weight": self.weight,
+            "space": self.space,
+        }
+
+    @property
+    def space(self) -> str:
+        """The design space MetaSchedule tunes this task in: one of ours, or ``generic``."""
+        from tvmc_mobilenet.schedules import design_space_of
+
+        (func,) = self.mod.functions.values()
+        return design_space_of(func)
 
 
 def extract_tasks(fused: tvm.IRModule, target: tvm.target.Target) -> list[Task]:
@@ -82,10 +98,15 @@ def classify(mod: tvm.IRModule) -> tuple[TaskKind, str]:
     reduce = [int(iv.dom.extent) for iv in anchor.iter_vars if iv.iter_type == tirx.IterVar.CommReduce]
     inputs = {region.source.name for region in anchor.reads}
     if len(inputs) >= 2 and len(reduce) == 3 and len(spatial) == 4:
-        in_channels_per_group, kh, kw = reduce
-        n, out_c, out_h, out_w = spatial
         data_shape = [int(d) for d in func.params[0].shape]
-        in_c, in_h = (data_shape[1], data_shape[2]) if len(data_shape) == 4 else (in_channels_per_group, out_h)
+        if "nhwc" in anchor.name_hint:  # TOPI's conv2d_nhwc / group_conv2d_nhwc blocks
+            kh, kw, in_channels_per_group = reduce
+            n, out_h, out_w, out_c = spatial
+            in_c, in_h = (data_shape[3], data_shape[1]) if len(data_shape) == 4 else (in_channels_per_group, out_h)
+        else:
+            in_channels_per_group, kh, kw = reduce
+            n, out_c, out_h, out_w = spatial
+            in_c, in_h = (data_shape[1], data_shape[2]) if len(data_shape) == 4 else (in_channels_per_group, out_h)
         stride = max(1, round(in_h / out_h))
         if kh == kw == 1:
             kind = TaskKind.POINTWISE

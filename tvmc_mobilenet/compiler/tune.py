@@ -30,6 +30,10 @@ REPORT_FILE = "tuning_report.json"
 HISTORY_FILE = "tuning_runs.jsonl"
 
 
+#: Choices of :attr:`TuneConfig.space`.
+SPACES = ("ours", "generic")
+
+
 @dataclass(frozen=True)
 class TuneConfig(ModelOptions):
     target: str = "host"
@@ -47,6 +51,9 @@ class TuneConfig(ModelOptions):
     #: Remote measurement through a TVM RPC tracker (``HOST[:PORT]``) and the boards' key.
     rpc_tracker: str | None = None
     rpc_key: str | None = None
+    #: Design space for pointwise and depthwise kernels: ``ours`` (schedules/) or MetaSchedule's
+    #: ``generic`` one (as every other kernel gets), e.g. to compare the two.
+    space: str = "ours"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -55,6 +62,8 @@ class TuneConfig(ModelOptions):
         if not (isinstance(self.timeout, (int, float)) and 1 <= self.timeout <= 3600):
             raise BadInputError(f"--timeout must be between 1 and 3600 seconds, got {self.timeout!r}")
         parse_task_filter(self.tasks)
+        if self.space not in SPACES:
+            raise BadInputError(f"--space must be one of {', '.join(SPACES)}, got {self.space!r}")
 
 
 @dataclass
@@ -106,6 +115,11 @@ class TuneResult:
     #: (trials run so far in this run, seconds, estimated latency in ms) after each batch.
     curve: list[tuple[int, float, float | None]] = field(default_factory=list)
     time_breakdown: dict[str, float] = field(default_factory=dict)
+    #: The design space pointwise and depthwise kernels were tuned in (see TuneConfig.space).
+    space: str = "ours"
+
+    def space_of(self, task: Task) -> str:
+        return task.space if self.space == "ours" else "generic"
 
     @property
     def estimated_latency_ms(self) -> float | None:
@@ -128,7 +142,8 @@ class TuneResult:
             "trials_per_minute": round(self.trials_per_minute, 2),
             "interrupted": self.interrupted,
             "estimated_latency_ms": self.estimated_latency_ms,
-            "tasks": [o.to_json() for o in self.outcomes],
+            "space": self.space,
+            "tasks": [{**o.to_json(), "space": self.space_of(o.task)} for o in self.outcomes],
             "skipped": [{**t.to_json(), "reason": "no arithmetic to tune"} for t in self.skipped],
             "time_breakdown_s": self.time_breakdown,
             "curve": [{"trials": n, "seconds": round(s, 2), "estimated_latency_ms": e} for n, s, e in self.curve],
@@ -247,6 +262,7 @@ def _tune_locked(config, target, rpc, database, started, log, on_progress) -> Tu
         trials_run=0,
         seconds=0.0,
         interrupted=False,
+        space=config.space,
     )
     log(f"{len(tasks)} tasks to tune ({len(all_tasks)} in the model); database {database.path} holds {trials_before} of their trials")
     if remaining <= 0:
@@ -351,10 +367,12 @@ def _run_search(config: TuneConfig, tasks: list[Task], database, remaining: int,
     from tvm.s_tir import meta_schedule as ms
 
     from tvmc_mobilenet.compiler.measure import register_cpu_tensor_intrinsics
+    from tvmc_mobilenet.schedules import register_design_spaces
     from tvmc_mobilenet.compiler.search import batchwise_gradient, cpu_design_space, evolutionary_search, plan_budget, stoppable
 
     _quiet_metaschedule()
     register_cpu_tensor_intrinsics()
+    register_design_spaces(tasks[0].extracted.target, generic=config.space == "generic")
     per_iter, max_per_task = plan_budget(remaining, len(tasks))
     with _foreign_log_handlers_set_aside():
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(

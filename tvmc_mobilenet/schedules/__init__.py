@@ -16,16 +16,22 @@ if TYPE_CHECKING:
 
 
 def _cpu_rules() -> list:
-    """ParallelVectorize for every kernel.
+    """Our pointwise and depthwise schedules, ParallelVectorize for every other kernel.
 
     DLight's ``cpu.GEMV`` is not used: on MobileNet it claims only 1×1 convolutions on a 1×1
     feature map (resolution 32), which it schedules as 128 vector lanes around an unrolled
     reduction (LLVM took over ten minutes on one such kernel), and it asserts on others.
     """
+    from tvmc_mobilenet.schedules.cpu.depthwise import Depthwise
     from tvmc_mobilenet.schedules.cpu.generic import ParallelVectorize
+    from tvmc_mobilenet.schedules.cpu.pointwise import Pointwise
 
-    return [ParallelVectorize()]
+    return [Pointwise(), Depthwise(), ParallelVectorize()]
 
+
+#: Target kind → (activation layout, weight layout) every convolution of the network is converted
+#: to, once, before legalisation; the schedules of that backend are written for it.
+CONV_LAYOUTS: dict[str, tuple[str, str]] = {"llvm": ("NHWC", "HWIO")}
 
 #: Target kind → the default rules for it, in priority order.
 DEFAULT_RULES: dict[str, Callable[[], list]] = {"llvm": _cpu_rules}
@@ -39,3 +45,94 @@ def default_schedule_pass(target: tvm.target.Target) -> tvm.transform.Pass:
     if kind not in DEFAULT_RULES:
         raise TargetError(f"no default schedules for TVM target kind {kind!r}; supported: {', '.join(DEFAULT_RULES)}")
     return dlight.ApplyDefaultSchedule(*DEFAULT_RULES[kind]())
+
+
+def _cpu_spaces() -> dict[str, Callable]:
+    from tvmc_mobilenet.schedules.cpu.depthwise import depthwise_space
+    from tvmc_mobilenet.schedules.cpu.pointwise import pointwise_space
+
+    return {POINTWISE_SPACE: pointwise_space, DEPTHWISE_SPACE: depthwise_space}
+
+
+#: Names of our design spaces, as the ``schedule_rule`` annotation of a kernel's convolution block.
+POINTWISE_SPACE = "mobilenet_pointwise"
+DEPTHWISE_SPACE = "mobilenet_depthwise"
+
+#: Target kind → {design space name: factory(target) of the MetaSchedule custom rule}.
+DESIGN_SPACES: dict[str, Callable[[], dict[str, Callable]]] = {"llvm": _cpu_spaces}
+
+
+def annotate_design_spaces(target: tvm.target.Target) -> tvm.transform.Pass:
+    """Mark each pointwise and depthwise convolution block with the design space that tunes it.
+
+    MetaSchedule's ``ApplyCustomRule`` then hands such a block to our space (see
+    :func:`register_design_spaces`) and its generic rules tune every other kernel. Build and tune
+    both run this pass, so tuning records match the kernels a build looks up.
+    """
+    import tvm
+    from tvm import s_tir, tirx
+
+    from tvmc_mobilenet.schedules.cpu.conv_nhwc import find_conv_nhwc
+
+    kind = target.kind.name
+
+    @tvm.transform.module_pass(opt_level=0, name="AnnotateDesignSpaces")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        if kind not in DESIGN_SPACES:
+            return mod
+        updates = {}
+        for gvar, func in mod.functions.items():
+            if not isinstance(func, tirx.PrimFunc):
+                continue
+            sch = s_tir.Schedule(func)
+            found = find_conv_nhwc(sch)
+            if found is None:
+                continue
+            block, conv = found
+            space = POINTWISE_SPACE if conv.is_pointwise else DEPTHWISE_SPACE if conv.is_depthwise else None
+            if space is not None:
+                sch.annotate(block, "schedule_rule", space)
+                updates[gvar] = sch.mod["main"]
+        for gvar, func in updates.items():
+            mod[gvar] = func
+        return mod
+
+    return _pass
+
+
+def design_space_of(func) -> str:
+    """The design space that tunes a kernel: one of ours, or MetaSchedule's generic one."""
+    import tvm_ffi
+    from tvm import s_tir
+
+    found = []
+
+    def visit(block) -> None:
+        if block.annotations.get("schedule_rule"):
+            found.append(str(block.annotations["schedule_rule"]))
+
+    tvm_ffi.structural_walk(func.body, [(s_tir.SBlock, visit)], order="post")
+    return next((name for name in found if name != "None"), "generic")
+
+
+def register_design_spaces(target: tvm.target.Target, generic: bool = False) -> None:
+    """Register our design spaces for ``target`` as MetaSchedule custom rules
+    (``s_tir.meta_schedule.<target key>.<space name>``), replacing earlier registrations.
+
+    With ``generic`` the rules only remove their annotation, so that MetaSchedule's generic rules
+    (which skip annotated blocks) tune these kernels too: the baseline our spaces are compared with.
+    """
+    import tvm
+
+    kind = target.kind.name
+    if kind not in DESIGN_SPACES:
+        return
+    for name, factory in DESIGN_SPACES[kind]().items():
+        rule = _leave_to_generic_rules if generic else factory(target)
+        for key in target.keys:
+            tvm.register_global_func(f"s_tir.meta_schedule.{key}.{name}", rule, override=True)
+
+
+def _leave_to_generic_rules(sch, block):
+    sch.unannotate(block, "schedule_rule")
+    return [sch]

@@ -19,22 +19,12 @@ from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import ScheduleRule, try_inline
 from tvm.target import Target
 
+from tvmc_mobilenet.schedules.cpu.vector_unit import vector_lanes
+
 #: Largest innermost loop vectorised whole; longer ones are split to a multiple of the lanes.
 MAX_VECTOR_EXTENT = 64
 #: Parallel work items per core wanted before the outer loops stop being fused.
 PARALLEL_ITEMS_PER_CORE = 8
-
-
-def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
-    """float32 lanes of the target's widest vector register (NEON 4, AVX2 8, AVX-512 16)."""
-    from tvm.target import codegen
-
-    try:
-        with target:
-            width = int(codegen.llvm_get_vector_width(target))
-    except Exception:  # target without LLVM vector info
-        width = 128
-    return max(1, width // dtype_bits)
 
 
 def _extent(sch: s_tir.Schedule, loop) -> int | None:

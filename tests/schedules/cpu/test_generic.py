@@ -9,7 +9,7 @@ from tvm import relax, tirx
 
 from tvmc_mobilenet.compiler.passes import legalize_and_fuse, lower, schedule
 from tvmc_mobilenet.schedules import default_schedule_pass
-from tvmc_mobilenet.schedules.cpu.generic import vector_lanes
+from tvmc_mobilenet.schedules.cpu.vector_unit import vector_lanes
 from tvmc_mobilenet.targets.registry import resolve_target
 
 TARGET = resolve_target("host").tvm_target()

@@ -1,0 +1,70 @@
+"""One MobileNet layer as a fused kernel, compiled and checked against PyTorch, for schedule tests."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+import tvm
+from tvm import relax
+
+from tvmc_mobilenet.compiler.passes import legalize_and_fuse, lower, schedule
+from tvmc_mobilenet.targets.registry import resolve_target
+
+HOST = resolve_target("host").tvm_target()
+RASP4B = resolve_target("rasp4b").tvm_target()
+
+
+class Layer:
+    """relu(conv2d(x, W) + b) with constant W and b, as a network layer is (NCHW at the input)."""
+
+    def __init__(self, n, c_in, c_out, size, kernel, stride, groups, seed=0):
+        rng = np.random.default_rng(seed)
+        self.stride, self.groups, self.padding = stride, groups, kernel // 2
+        self.x = rng.standard_normal((n, c_in, size, size), dtype=np.float32)
+        self.w = rng.standard_normal((c_out, c_in // groups, kernel, kernel), dtype=np.float32)
+        self.b = rng.standard_normal((1, c_out, 1, 1), dtype=np.float32)
+
+    def relax_module(self) -> tvm.IRModule:
+        bb = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType(self.x.shape, "float32"))
+        with bb.function("main", [x]):
+            with bb.dataflow():
+                conv = relax.op.nn.conv2d(x, relax.const(self.w), strides=self.stride, padding=self.padding, groups=self.groups)
+                y = bb.emit(relax.op.nn.relu(relax.op.add(conv, relax.const(self.b))))
+                out = bb.emit_output(y)
+            bb.emit_func_output(out)
+        return bb.get()
+
+    def fused(self, target: tvm.target.Target = HOST) -> tvm.IRModule:
+        return legalize_and_fuse(self.relax_module(), target)
+
+    def conv_kernel(self, target: tvm.target.Target = HOST) -> tvm.tirx.PrimFunc:
+        """The fused conv + bias + ReLU kernel (before scheduling)."""
+        fused = self.fused(target)
+        (func,) = [f for gv, f in fused.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and "conv2d" in gv.name_hint]
+        return func
+
+    def reference(self) -> np.ndarray:
+        out = torch.nn.functional.conv2d(
+            torch.from_numpy(self.x), torch.from_numpy(self.w), stride=self.stride, padding=self.padding, groups=self.groups
+        )
+        return torch.relu(out + torch.from_numpy(self.b)).numpy()
+
+    def run_on_host(self) -> np.ndarray:
+        ex = tvm.compile(schedule(self.fused(HOST), HOST), HOST, relax_pipeline=lower(HOST))
+        vm = relax.VirtualMachine(ex, tvm.cpu())
+        return vm["main"](tvm.runtime.tensor(self.x)).numpy()
+
+    def assembly(self, target: tvm.target.Target) -> str:
+        """Assembly of the scheduled conv kernel for ``target`` (e.g. rasp4b, cross-compiled)."""
+        scheduled = schedule(self.fused(target), target)
+        (name,) = [gv.name_hint for gv, f in scheduled.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and "conv2d" in gv.name_hint]
+        lib = tvm.tirx.build(tvm.IRModule({name: scheduled[name].with_attr("global_symbol", name)}), target=target)
+        return lib.inspect_source("asm")
+
+
+def neon_fmla_count(assembly: str) -> int:
+    """NEON single-precision vector fused multiply-adds (``fmla vD.4s, vN.4s, vM.4s`` or ``vM.s[i]``)."""
+    return len(re.findall(r"\bfmla\s+v\d+\.4s", assembly))

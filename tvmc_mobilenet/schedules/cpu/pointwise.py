@@ -1,0 +1,136 @@
+"""Pointwise 1×1 convolution on a CPU: the GEMM ``out[p, f] = Σ_c in[p, c] · W[c, f]`` in NHWC.
+
+With NHWC activations and HWIO weights, one input pixel's channels and one weight row's output
+channels are both contiguous, so the micro-kernel is the classic outer product: for each input
+channel ``c``, load ``nr`` vectors of ``W[c, f…]``, broadcast ``in[x, c]`` for ``mr`` pixels of
+the row, and accumulate into ``mr × nr`` vector registers. The fused bias + ReLU runs on that
+register tile before it is stored. Tiles run in parallel; output-channel tiles are the outer
+loop so that each weight panel is read once per core, not once per pixel tile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.target import Target
+
+from tvmc_mobilenet.schedules.cpu.conv_nhwc import (
+    ConvNhwc,
+    conv_nhwc_extents,
+    find_conv_nhwc,
+    inline_around,
+    leave_to_this_rule,
+    vectorize_innermost,
+)
+from tvmc_mobilenet.schedules.cpu.vector_unit import VectorUnit, largest_divisor_at_most, vector_unit
+
+#: Largest register tile side tried along a row (pixels per tile).
+MAX_PIXELS_PER_TILE = 8
+#: Largest number of channel vectors per register tile the search tries.
+MAX_VECTORS_PER_TILE = 4
+#: Largest number of input channels the search unrolls per step of the reduction.
+MAX_CHANNELS_UNROLLED = 4
+
+
+@dataclass(frozen=True)
+class PointwiseTiles:
+    """A register tile: ``pixels`` along the output row × ``vectors`` vectors of ``lanes``
+    output channels."""
+
+    pixels: int
+    vectors: int
+    lanes: int
+
+    @property
+    def channels(self) -> int:
+        return self.vectors * self.lanes
+
+
+def default_pointwise_tiles(conv: ConvNhwc, unit: VectorUnit) -> PointwiseTiles:
+    """The register tile with the most multiply-adds per load that fits the register file.
+
+    ``pixels × vectors`` accumulators plus ``vectors`` weight registers and one broadcast must fit
+    in the vector registers; among the fitting tiles the one with the highest arithmetic
+    intensity ``pixels·vectors / (pixels + vectors)`` wins.
+    """
+    lanes = unit.vector_width(conv.f)
+    best, best_score = PointwiseTiles(1, 1, lanes), 0.0
+    for vectors in (4, 3, 2, 1):
+        if conv.f % (vectors * lanes):
+            continue
+        limit = min(MAX_PIXELS_PER_TILE, (unit.registers - vectors - 1) // vectors)
+        pixels = largest_divisor_at_most(conv.w, limit)
+        score = pixels * vectors / (pixels + vectors)
+        if score > best_score:
+            best, best_score = PointwiseTiles(pixels, vectors, lanes), score
+    return best
+
+
+def schedule_pointwise(sch: s_tir.Schedule, conv_block, conv: ConvNhwc, tiles: PointwiseTiles, cores: int, search: bool = False):
+    """Schedule the pointwise kernel in ``sch`` (padding, convolution, bias + ReLU epilogue).
+
+    With ``search`` the tile is not fixed but sampled (MetaSchedule's design space for the
+    kernel): pixels per tile and vectors per tile as perfect tiles of the row and of the
+    channel vectors, and the number of input channels unrolled per step; ``tiles.lanes`` stays
+    the vector width. Returns the epilogue block (None without one).
+    """
+    epilogue = inline_around(sch, conv_block)
+    n, h, w, f, kh, kw, c = sch.get_loops(conv_block)
+    f_rest, f_lanes = sch.split(f, factors=[None, tiles.lanes])
+    if search:
+        w_factors = sch.sample_perfect_tile(w, n=2, max_innermost_factor=MAX_PIXELS_PER_TILE)
+        f_factors = sch.sample_perfect_tile(f_rest, n=2, max_innermost_factor=MAX_VECTORS_PER_TILE)
+        c_factors = sch.sample_perfect_tile(c, n=2, max_innermost_factor=MAX_CHANNELS_UNROLLED)
+    else:
+        w_factors, f_factors, c_factors = [None, tiles.pixels], [None, tiles.vectors], [None, 1]
+    w_outer, w_inner = sch.split(w, factors=w_factors)
+    f_outer, f_vectors = sch.split(f_rest, factors=f_factors)
+    c_outer, c_inner = sch.split(c, factors=c_factors)
+    sch.reorder(f_outer, n, h, w_outer, kh, kw, c_outer, c_inner, w_inner, f_vectors, f_lanes)
+    tile_loop = sch.fuse(f_outer, n, h, w_outer)
+    if cores > 1:
+        sch.parallel(tile_loop)
+    for loop in (c_inner, w_inner, f_vectors):
+        sch.unroll(loop)
+    if tiles.lanes > 1:
+        sch.vectorize(f_lanes)
+    if epilogue is not None:
+        sch.reverse_compute_at(epilogue, tile_loop, preserve_unit_loops=True)
+        vectorize_innermost(sch, epilogue)
+    sch.decompose_reduction(conv_block, kh)
+    return epilogue
+
+
+def pointwise_space(target: Target):
+    """MetaSchedule custom rule ``(sch, block) -> [sch]`` sampling :func:`schedule_pointwise`."""
+    unit, cores = vector_unit(target), _cores(target)
+
+    def apply(sch: s_tir.Schedule, block):
+        conv = conv_nhwc_extents(sch, block)
+        tiles = PointwiseTiles(pixels=1, vectors=1, lanes=unit.vector_width(conv.f))
+        epilogue = schedule_pointwise(sch, block, conv, tiles, cores, search=True)
+        leave_to_this_rule(sch, epilogue, sch.get_sblock("root"))
+        return [sch]
+
+    return apply
+
+
+class Pointwise(ScheduleRule):
+    """Default schedule for NHWC pointwise convolution kernels (with their bias + ReLU)."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        found = find_conv_nhwc(sch)
+        if found is None or not found[1].is_pointwise:
+            return None
+        block, conv = found
+        schedule_pointwise(sch, block, conv, default_pointwise_tiles(conv, vector_unit(target)), _cores(target))
+        return sch
+
+
+def _cores(target: Target) -> int:
+    return int(target.attrs.get("num-cores", 1) or 1)
