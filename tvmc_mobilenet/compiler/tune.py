@@ -474,7 +474,7 @@ def _write_report(result: TuneResult) -> None:
     report = result.to_json()
     write_json(result.work_dir / REPORT_FILE, report)
     if result.trials_run:
-        keys = ("created", "model", "trials_before", "trials_run", "seconds", "trials_per_minute", "interrupted")
+        keys = ("created", "model", "space", "trials_before", "trials_run", "seconds", "trials_per_minute", "interrupted")
         summary = {k: report[k] if k != "model" else report["model"]["name"] for k in keys}
         with open(result.work_dir / HISTORY_FILE, "a") as f:
             f.write(json.dumps(summary) + "\n")

@@ -48,10 +48,10 @@ def default_schedule_pass(target: tvm.target.Target) -> tvm.transform.Pass:
 
 
 def _cpu_spaces() -> dict[str, Callable]:
-    from tvmc_mobilenet.schedules.cpu.depthwise import depthwise_space
-    from tvmc_mobilenet.schedules.cpu.pointwise import pointwise_space
+    from tvmc_mobilenet.schedules.cpu.depthwise import Depthwise
+    from tvmc_mobilenet.schedules.cpu.pointwise import Pointwise
 
-    return {POINTWISE_SPACE: pointwise_space, DEPTHWISE_SPACE: depthwise_space}
+    return {POINTWISE_SPACE: Pointwise().design_space, DEPTHWISE_SPACE: Depthwise().design_space}
 
 
 #: Names of our design spaces, as the ``schedule_rule`` annotation of a kernel's convolution block.

@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tvm import s_tir, tirx
+from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.target import Target
+
+from tvmc_mobilenet.schedules.cpu.vector_unit import VectorUnit, target_cores, vector_unit
 
 #: Names TOPI gives the NHWC convolution block.
 NHWC_CONV_BLOCKS = frozenset({"conv2d_nhwc", "group_conv2d_nhwc", "depth_conv2d_nhwc"})
@@ -101,3 +105,37 @@ def leave_to_this_rule(sch: s_tir.Schedule, *blocks) -> None:
     for block in blocks:
         if block is not None and not sch.get(block).annotations.get("schedule_rule"):
             sch.annotate(block, "schedule_rule", "None")
+
+
+class NhwcConvRule(ScheduleRule):
+    """One kind of NHWC convolution kernel, scheduled by :meth:`schedule` in two forms: as a
+    DLight rule with fixed decisions (the default schedule) and, through :meth:`design_space`,
+    as a MetaSchedule custom rule with sampled ones."""
+
+    def matches(self, conv: ConvNhwc) -> bool:
+        raise NotImplementedError
+
+    def schedule(self, sch: s_tir.Schedule, block, conv: ConvNhwc, unit: VectorUnit, cores: int, search: bool):
+        """Schedule the kernel around ``block``; returns its epilogue block (None without one)."""
+        raise NotImplementedError
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        found = find_conv_nhwc(sch)
+        if found is None or not self.matches(found[1]):
+            return None
+        self.schedule(sch, *found, vector_unit(target), target_cores(target), search=False)
+        return sch
+
+    def design_space(self, target: Target):
+        """MetaSchedule custom rule ``(sch, block) -> [sch]``: :meth:`schedule` with sampling."""
+        unit, cores = vector_unit(target), target_cores(target)
+
+        def apply(sch: s_tir.Schedule, block):
+            epilogue = self.schedule(sch, block, conv_nhwc_extents(sch, block), unit, cores, search=True)
+            leave_to_this_rule(sch, epilogue, sch.get_sblock("root"))
+            return [sch]
+
+        return apply

@@ -12,19 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tvm import s_tir, tirx
-from tvm.s_tir.dlight.base import ScheduleRule
-from tvm.target import Target
+from tvm import s_tir
 
-from tvmc_mobilenet.schedules.cpu.conv_nhwc import (
-    ConvNhwc,
-    conv_nhwc_extents,
-    find_conv_nhwc,
-    inline_around,
-    leave_to_this_rule,
-    vectorize_innermost,
-)
-from tvmc_mobilenet.schedules.cpu.vector_unit import VectorUnit, largest_divisor_at_most, vector_unit
+from tvmc_mobilenet.schedules.cpu.conv_nhwc import ConvNhwc, NhwcConvRule, inline_around, vectorize_innermost
+from tvmc_mobilenet.schedules.cpu.vector_unit import VectorUnit, largest_divisor_at_most
 
 #: Largest number of outputs along a row per tile.
 MAX_PIXELS_PER_TILE = 8
@@ -76,32 +67,12 @@ def schedule_depthwise(sch: s_tir.Schedule, conv_block, conv: ConvNhwc, tiles: D
     return epilogue
 
 
-def depthwise_space(target: Target):
-    """MetaSchedule custom rule ``(sch, block) -> [sch]`` sampling :func:`schedule_depthwise`."""
-    unit = vector_unit(target)
-    cores = int(target.attrs.get("num-cores", 1) or 1)
+class Depthwise(NhwcConvRule):
+    """Our depthwise kernels: the default schedule (a DLight rule) and the design space."""
 
-    def apply(sch: s_tir.Schedule, block):
-        conv = conv_nhwc_extents(sch, block)
-        tiles = DepthwiseTiles(pixels=1, lanes=unit.vector_width(conv.f))
-        epilogue = schedule_depthwise(sch, block, conv, tiles, cores, search=True)
-        leave_to_this_rule(sch, epilogue, sch.get_sblock("root"))
-        return [sch]
+    def matches(self, conv: ConvNhwc) -> bool:
+        return conv.is_depthwise
 
-    return apply
-
-
-class Depthwise(ScheduleRule):
-    """Default schedule for NHWC depthwise convolution kernels (with their bias + ReLU)."""
-
-    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
-        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
-            return None
-        sch = s_tir.Schedule(func)
-        found = find_conv_nhwc(sch)
-        if found is None or not found[1].is_depthwise:
-            return None
-        block, conv = found
-        cores = int(target.attrs.get("num-cores", 1) or 1)
-        schedule_depthwise(sch, block, conv, default_depthwise_tiles(conv, vector_unit(target)), cores)
-        return sch
+    def schedule(self, sch, block, conv, unit, cores, search):
+        tiles = DepthwiseTiles(1, unit.vector_width(conv.f)) if search else default_depthwise_tiles(conv, unit)
+        return schedule_depthwise(sch, block, conv, tiles, cores, search)

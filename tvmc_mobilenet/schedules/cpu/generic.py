@@ -19,7 +19,7 @@ from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import ScheduleRule, try_inline
 from tvm.target import Target
 
-from tvmc_mobilenet.schedules.cpu.vector_unit import vector_lanes
+from tvmc_mobilenet.schedules.cpu.vector_unit import target_cores, vector_lanes
 
 #: Largest innermost loop vectorised whole; longer ones are split to a multiple of the lanes.
 MAX_VECTOR_EXTENT = 64
@@ -43,7 +43,7 @@ class ParallelVectorize(ScheduleRule):
         if block_infos is None:
             return None
         block_infos = try_inline(sch, block_infos)
-        cores = int(target.attrs.get("num-cores", 1) or 1)
+        cores = target_cores(target)
         lanes = vector_lanes(target)
         for info in block_infos:
             self._schedule_block(sch, info, cores, lanes)

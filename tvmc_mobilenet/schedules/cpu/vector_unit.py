@@ -51,3 +51,8 @@ def largest_divisor_at_most(extent: int, limit: int) -> int:
         if extent % candidate == 0:
             return candidate
     return 1
+
+
+def target_cores(target: Target) -> int:
+    """Threads a kernel for ``target`` runs on (its ``num-cores``)."""
+    return int(target.attrs.get("num-cores", 1) or 1)
