@@ -90,12 +90,25 @@ def inline_around(sch: s_tir.Schedule, conv) -> object | None:
     return epilogue
 
 
-def vectorize_innermost(sch: s_tir.Schedule, block) -> None:
-    """Vectorise the innermost loop of ``block``. (Its loops must not depend on tile sizes: a
-    MetaSchedule trace replays with other sizes; compute it at a loop with unit loops kept.)"""
-    loops = sch.get_loops(block)
-    if loops:
-        sch.vectorize(loops[-1])
+def finish_tiles(
+    sch: s_tir.Schedule, conv_block, epilogue, tile_outer: list, first_reduction, unrolled: list, lanes_loop, lanes: int, cores: int
+):
+    """The steps every register-tiled NHWC convolution ends with: fuse the loops over tiles and
+    run them in parallel, unroll the tile's loops, vectorise its channel lanes, compute the
+    epilogue (bias + ReLU) per tile, and split the accumulator's zeroing from the reduction."""
+    tile_loop = sch.fuse(*tile_outer)
+    if cores > 1:
+        sch.parallel(tile_loop)
+    for loop in unrolled:
+        sch.unroll(loop)
+    if lanes > 1:
+        sch.vectorize(lanes_loop)
+    if epilogue is not None:
+        # Unit loops kept: a MetaSchedule trace replays with other tile sizes and must find the
+        # same number of epilogue loops.
+        sch.reverse_compute_at(epilogue, tile_loop, preserve_unit_loops=True)
+        sch.vectorize(sch.get_loops(epilogue)[-1])
+    sch.decompose_reduction(conv_block, first_reduction)
 
 
 def leave_to_this_rule(sch: s_tir.Schedule, *blocks) -> None:

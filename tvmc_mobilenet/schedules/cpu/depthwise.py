@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from tvm import s_tir
 
-from tvmc_mobilenet.schedules.cpu.conv_nhwc import ConvNhwc, NhwcConvRule, inline_around, vectorize_innermost
+from tvmc_mobilenet.schedules.cpu.conv_nhwc import ConvNhwc, NhwcConvRule, finish_tiles, inline_around
 from tvmc_mobilenet.schedules.cpu.vector_unit import VectorUnit, largest_divisor_at_most
 
 #: Largest number of outputs along a row per tile.
@@ -53,17 +53,7 @@ def schedule_depthwise(sch: s_tir.Schedule, conv_block, conv: ConvNhwc, tiles: D
     w_outer, w_inner = sch.split(w, factors=w_factors)
     f_outer, f_vectors = sch.split(f_rest, factors=f_factors)
     sch.reorder(n, h, w_outer, f_outer, kh, kw, c, w_inner, f_vectors, f_lanes)
-    tile_loop = sch.fuse(n, h, w_outer, f_outer)
-    if cores > 1:
-        sch.parallel(tile_loop)
-    for loop in (kh, kw, w_inner, f_vectors):
-        sch.unroll(loop)
-    if tiles.lanes > 1:
-        sch.vectorize(f_lanes)
-    if epilogue is not None:
-        sch.reverse_compute_at(epilogue, tile_loop, preserve_unit_loops=True)
-        vectorize_innermost(sch, epilogue)
-    sch.decompose_reduction(conv_block, kh)
+    finish_tiles(sch, conv_block, epilogue, [n, h, w_outer, f_outer], kh, [kh, kw, w_inner, f_vectors], f_lanes, tiles.lanes, cores)
     return epilogue
 
 

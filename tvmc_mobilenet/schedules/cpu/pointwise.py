@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from tvm import s_tir
 
-from tvmc_mobilenet.schedules.cpu.conv_nhwc import ConvNhwc, NhwcConvRule, inline_around, vectorize_innermost
+from tvmc_mobilenet.schedules.cpu.conv_nhwc import ConvNhwc, NhwcConvRule, finish_tiles, inline_around
 from tvmc_mobilenet.schedules.cpu.vector_unit import VectorUnit, largest_divisor_at_most
 
 #: Largest register tile side tried along a row (pixels per tile).
@@ -80,17 +80,7 @@ def schedule_pointwise(sch: s_tir.Schedule, conv_block, conv: ConvNhwc, tiles: P
     f_outer, f_vectors = sch.split(f_rest, factors=f_factors)
     c_outer, c_inner = sch.split(c, factors=c_factors)
     sch.reorder(f_outer, n, h, w_outer, kh, kw, c_outer, c_inner, w_inner, f_vectors, f_lanes)
-    tile_loop = sch.fuse(f_outer, n, h, w_outer)
-    if cores > 1:
-        sch.parallel(tile_loop)
-    for loop in (c_inner, w_inner, f_vectors):
-        sch.unroll(loop)
-    if tiles.lanes > 1:
-        sch.vectorize(f_lanes)
-    if epilogue is not None:
-        sch.reverse_compute_at(epilogue, tile_loop, preserve_unit_loops=True)
-        vectorize_innermost(sch, epilogue)
-    sch.decompose_reduction(conv_block, kh)
+    finish_tiles(sch, conv_block, epilogue, [f_outer, n, h, w_outer], kh, [c_inner, w_inner, f_vectors], f_lanes, tiles.lanes, cores)
     return epilogue
 
 
