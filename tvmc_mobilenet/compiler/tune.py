@@ -11,7 +11,6 @@ two tunes out of one database, and the report.
 from __future__ import annotations
 
 import contextlib
-
 import os
 import time
 from collections.abc import Callable

@@ -1,7 +1,11 @@
-"""Default schedules: what a kernel gets when no tuning record exists for it.
+"""Our schedules, per backend: the convolution layout, default schedules and design spaces.
 
-Rules are DLight schedule rules, tried in order per kernel; the first that applies wins. Each
-backend lists its rules in :data:`DEFAULT_RULES`, so adding a backend is adding an entry.
+* :data:`CONV_LAYOUTS`: the layout every convolution is converted to before legalisation.
+* :data:`DEFAULT_RULES`: DLight schedule rules, tried in order per kernel without a tuning
+  record; the first that applies wins.
+* :data:`DESIGN_SPACES`: MetaSchedule custom rules for the kernels we tune in our own space.
+
+Adding a backend is adding entries here and files under ``schedules/<backend>/``.
 """
 
 from __future__ import annotations
