@@ -36,6 +36,19 @@ requires_aarch64_cc = pytest.mark.skipif(
 )
 
 
+requires_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (the CUDA toolkit) is not installed")
+
+
+@functools.cache
+def has_cuda_gpu() -> bool:
+    from tvmc_mobilenet.targets.registry import local_cuda_arch
+
+    return local_cuda_arch() is not None
+
+
+requires_cuda_gpu = pytest.mark.skipif(not has_cuda_gpu(), reason="no NVIDIA GPU (or CUDA driver) on this machine")
+
+
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory) -> Path:
     """A verified host artifact of the tiny network (built once per test session)."""

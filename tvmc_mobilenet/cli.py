@@ -125,6 +125,7 @@ def targets(as_json: bool) -> None:
 @_model_options
 @click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size (1 to 1024).")
 @click.option("--target", "-t", default="host", show_default=True, help="Registry name (see 'targets'), TVM tag, or JSON target dict.")
+@click.option("--arch", "cuda_arch", metavar="sm_XX", help="GPU architecture of a CUDA target (default: the target's, or the local GPU's).")
 @click.option("--model", "model_file", type=FILE, help="Build a user's ONNX file instead of the built-in network.")
 @click.option("--weights", type=FILE, help="PyTorch state_dict for the built-in network (default: random weights).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and reference input.")
@@ -136,7 +137,8 @@ def targets(as_json: bool) -> None:
 @click.option("--no-tuning-db", is_flag=True, help="Ignore tuning databases: build with default schedules only.")
 @click.option("--no-verify", is_flag=True, help="Do not compare the module with the framework's output.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Artifact file (default: NAME-TARGET.tar here).")
-def build(alpha, resolution, variant, num_classes, batch, target, model_file, weights, seed, tuning_db, no_tuning_db, no_verify, output):
+def build(alpha, resolution, variant, num_classes, batch, target, cuda_arch, model_file, weights, seed, tuning_db, no_tuning_db, no_verify,
+          output):  # fmt: skip
     """Compile a MobileNet (or an ONNX file) into a verified artifact."""
     from tvmc_mobilenet.compiler.build import BuildConfig, build_model
 
@@ -147,10 +149,12 @@ def build(alpha, resolution, variant, num_classes, batch, target, model_file, we
         batch=batch,
         num_classes=num_classes,
         target=target,
+        cuda_arch=cuda_arch,
         model_file=model_file,
         weights=weights,
         seed=seed,
         tuning_db=tuning_db,
+        no_tuning_db=no_tuning_db,
         output=output,
         verify=not no_verify,
     )

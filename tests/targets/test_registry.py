@@ -1,17 +1,21 @@
 """The target registry: names, aliases, tags, JSON targets, and their errors."""
 
 import json
+import shutil
 
 import pytest
 
 from tvmc_mobilenet.errors import TargetError
 from tvmc_mobilenet.targets.host import host_cores, host_target_json
-from tvmc_mobilenet.targets.registry import TARGETS, Device, Measure, require_buildable, resolve_target
+from tvmc_mobilenet.compiler.cuda_binary import nvcc_architectures
+from tvmc_mobilenet.targets.registry import TARGETS, Device, Measure, local_cuda_arch, require_buildable, resolve_target
 
 
 def test_registry_holds_the_boards_of_the_mission():
     names = {t.name for t in TARGETS}
-    assert {"host", "rasp4b", "rasp3b", "rk3399", "aarch64", "jetson-orin-nano", "cuda", "a100", "h100"} <= names
+    boards = {"host", "rasp4b", "rasp3b", "rk3399", "aarch64"}
+    gpus = {"jetson-orin-nano", "jetson-agx-orin", "jetson-xavier", "cuda", "a100", "h100"}
+    assert boards | gpus <= names
     for spec in TARGETS:  # every entry is plain data that serialises
         json.dumps(spec.to_json())
 
@@ -66,10 +70,43 @@ def test_unknown_targets(text, message):
         resolve_target(text)
 
 
-def test_unsupported_and_missing_toolchain(monkeypatch, tmp_path):
-    with pytest.raises(TargetError, match=r"not supported yet"):
-        require_buildable(resolve_target("cuda"))
+def test_missing_toolchains(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(TargetError, match=r"apt-get install g\+\+-aarch64-linux-gnu"):
         require_buildable(resolve_target("rk3399"))
+    with pytest.raises(TargetError, match=r"compile their kernels with nvcc, which is not on PATH"):
+        require_buildable(resolve_target("h100"))
     require_buildable(resolve_target("host"))
+
+
+def test_cuda_targets_carry_their_architecture_and_jetson_cpus():
+    assert resolve_target("h200").target_json["arch"] == "sm_90"  # not TVM's sm_90a: no portable PTX there
+    orin, agx = resolve_target("jetson-orin-nano"), resolve_target("jetson-agx-orin")
+    assert orin.target_json["arch"] == agx.target_json["arch"] == "sm_87"
+    # TVM's tag gives the Orin Nano Xavier's Carmel CPU; the board has six Cortex-A78AE cores.
+    assert (orin.target_json["host"]["mcpu"], orin.target_json["host"]["num-cores"]) == ("cortex-a78ae", 6)
+    assert agx.target_json["host"]["num-cores"] == 12
+    assert orin.spec.measure is Measure.RPC and orin.spec.cross_compiler == "aarch64-linux-gnu-g++"
+    assert resolve_target("cuda", "sm_89").target_json["arch"] == "sm_89"
+    assert resolve_target("a100", "sm_86").target_json["arch"] == "sm_86"
+    adhoc = resolve_target('{"kind": "cuda", "arch": "sm_87", "host": {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}}')
+    assert adhoc.spec.cross_compiler == "aarch64-linux-gnu-g++" and adhoc.spec.measure is Measure.RPC
+
+
+def test_cuda_architecture_errors():
+    if local_cuda_arch() is None:
+        with pytest.raises(TargetError, match=r"no NVIDIA GPU was found here .* --arch sm_XX"):
+            require_buildable(resolve_target("cuda"))
+    with pytest.raises(TargetError, match=r"'sm90' is not of the form sm_XX"):
+        resolve_target("cuda", "sm90")
+    with pytest.raises(TargetError, match=r"'rasp4b' is a cpu target"):
+        resolve_target("rasp4b", "sm_87")
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (CUDA toolkit) is not installed")
+def test_architectures_nvcc_cannot_compile_are_refused():
+    with pytest.raises(TargetError, match=r"this nvcc cannot compile for sm_61 \(it supports .*sm_87"):
+        require_buildable(resolve_target("cuda", "sm_61"))
+    if "sm_72" not in nvcc_architectures():  # CUDA 13 dropped Volta: Jetson Xavier needs CUDA 12
+        with pytest.raises(TargetError, match=r"cannot compile for sm_72 .*CUDA 12 for sm_72 and older"):
+            require_buildable(resolve_target("jetson-xavier"))

@@ -6,7 +6,9 @@ Nothing is written unless every step succeeded, verification included.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import os
 import platform
 import tempfile
 import time
@@ -31,9 +33,11 @@ from tvmc_mobilenet.runtime.artifact import (
     write_artifact,
 )
 from tvmc_mobilenet.runtime.executor import RELATIVE_TOLERANCE, compare_outputs
-from tvmc_mobilenet.targets.registry import ResolvedTarget, require_buildable, resolve_target
+from tvmc_mobilenet.targets.registry import Device, ResolvedTarget, require_buildable, resolve_target
 
 LIBRARY_FILE = "model.so"
+#: TVM's switch that keeps CUDA source in built modules (its "fallback" module).
+FORCE_FALLBACK = "TVM_COMPILE_FORCE_FALLBACK"
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ class BuildConfig(ModelOptions):
     """Every option of one build; written into the artifact's manifest."""
 
     target: str = "host"
+    #: GPU architecture (``sm_XX``) of a CUDA target; default: the target's, or the local GPU's.
+    cuda_arch: str | None = None
     tuning_db: Path | None = None
     #: Do not apply the target's default tuning database (``tuning_db`` still wins when given).
     no_tuning_db: bool = False
@@ -66,7 +72,7 @@ def default_output_path(config: BuildConfig, target: ResolvedTarget) -> Path:
 def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: None) -> BuildResult:
     """Compile, export, verify and package one model. Raises a TvmcMobilenetError on bad input."""
     started = time.time()
-    target = resolve_target(config.target)
+    target = resolve_target(config.target, config.cuda_arch)
     require_buildable(target)
     output = Path(config.output) if config.output is not None else default_output_path(config, target)
     if output.is_dir():
@@ -89,11 +95,13 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
 
     with tempfile.TemporaryDirectory(prefix="tvmc-mobilenet-build-") as tmp:
         lib_path = Path(tmp) / LIBRARY_FILE
-        _export(executable, lib_path, target)
+        if target.spec.device is Device.CUDA:
+            log(f"compiling the GPU kernels with nvcc for {target.target_json['arch']}")
+        gpu_code = _export(executable, lib_path, target)
         library = lib_path.read_bytes()
         if config.verify and target.runs_here:
             log("verifying the exported library against " + imported.reference_framework)
-            verification = _verify(lib_path, reference_input, reference_output, imported.reference_framework)
+            verification = _verify(lib_path, reference_input, reference_output, imported.reference_framework, target.spec.device)
         else:
             why = "disabled with --no-verify" if not config.verify else f"{target.name} modules do not run on this machine"
             verification = {"status": "skipped", "reason": why, "tolerance": RELATIVE_TOLERANCE}
@@ -116,7 +124,7 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
             "threads": target.spec.threads or target.target_json.get("num-cores"),
             "rpc_key": target.spec.rpc_key,
         },
-        "library": {"file": LIBRARY_FILE, "sha256": sha256_bytes(library), "bytes": len(library)},
+        "library": {"file": LIBRARY_FILE, "sha256": sha256_bytes(library), "bytes": len(library), "gpu_code": gpu_code},
         "kernels": kernels,
         "layout": layout,
         "reference": {
@@ -209,26 +217,59 @@ def _compile(mod, tvm_target, database):
                 "args": [[[int(d) for d in p.shape], str(p.dtype)] for p in final.params],
             }
         )
-    return tvm.compile(scheduled, target=tvm_target, relax_pipeline=lower(tvm_target)), tuned, kernels, layout
+    with _cuda_source_kept(tvm_target):
+        executable = tvm.compile(scheduled, target=tvm_target, relax_pipeline=lower(tvm_target))
+    return executable, tuned, kernels, layout
 
 
-def _export(executable, lib_path: Path, target: ResolvedTarget) -> None:
+@contextlib.contextmanager
+def _cuda_source_kept(tvm_target):
+    """Make TVM keep the CUDA source in the module even where its CUDA runtime is linked (a GPU
+    machine), instead of compiling it with NVRTC: :func:`_export` compiles it, the same way on
+    every machine (see :mod:`tvmc_mobilenet.compiler.cuda_binary`)."""
+    if tvm_target.kind.name != "cuda":
+        yield
+        return
+    saved = os.environ.get(FORCE_FALLBACK)
+    os.environ[FORCE_FALLBACK] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(FORCE_FALLBACK, None)
+        else:
+            os.environ[FORCE_FALLBACK] = saved
+
+
+def _export(executable, lib_path: Path, target: ResolvedTarget) -> dict[str, Any] | None:
+    """Write the library; for a CUDA target with its kernels compiled by nvcc. Returns what GPU
+    code the library carries (None for CPU targets)."""
     fcompile = None
     if target.spec.cross_compiler:
         from tvm.support import cc
 
         fcompile = cc.cross_compiler(target.spec.cross_compiler)
-    executable.export_library(str(lib_path), fcompile=fcompile)
+    if target.spec.device is not Device.CUDA:
+        executable.export_library(str(lib_path), fcompile=fcompile)
+        return None
+    from tvmc_mobilenet.compiler.cuda_binary import CompiledCudaPacker, CudaCompileError
+
+    packer = CompiledCudaPacker(target.tvm_target())
+    executable.export_library(str(lib_path), fcompile=fcompile, fpack_imports=packer)
+    if not packer.images:
+        raise CudaCompileError(f"the {target.name} library holds no compiled GPU code; refusing to write it")
+    return {"format": "fatbin", "compiler": "nvcc", "images": [str(image) for image in packer.images]}
 
 
-def _verify(lib_path: Path, data: np.ndarray, reference: np.ndarray, framework: str) -> dict[str, Any]:
+def _verify(lib_path: Path, data: np.ndarray, reference: np.ndarray, framework: str, device: Device) -> dict[str, Any]:
     """Load the exported library as a user would and compare its output with the framework's."""
     import tvm
 
     from tvmc_mobilenet.runtime.executor import LoadedModel, use_all_cores
 
     use_all_cores()
-    model = LoadedModel(tvm.runtime.load_module(str(lib_path)), tvm.cpu(0), data.shape, str(data.dtype))
+    dev = tvm.cuda(0) if device is Device.CUDA else tvm.cpu(0)
+    model = LoadedModel(tvm.runtime.load_module(str(lib_path)), dev, data.shape, str(data.dtype))
     comparison = compare_outputs(model.run(data), reference)
     if not comparison.passed:
         raise VerificationError(

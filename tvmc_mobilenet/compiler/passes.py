@@ -106,6 +106,8 @@ def legalize_and_fuse(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRMod
 
     Weights are constants, so they are marked layout-free: a tuned kernel may ask for any weight
     layout (MetaSchedule's RewriteLayout) and :func:`schedule` repacks them once, at compile time.
+    TVM's CPU legalisation passes serve CUDA too: its CUDA list is the same plus DLight's default
+    schedules, which :func:`schedule` applies after ours.
     """
     import tvm
     from tvm import relax
@@ -170,11 +172,14 @@ def schedule(fused: tvm.IRModule, target: tvm.target.Target, database=None) -> t
 
 
 def lower(target: tvm.target.Target) -> tvm.transform.Pass:
-    """The Relax pipeline after :func:`schedule`, for ``tvm.compile``: lower to the Relax VM."""
+    """The Relax pipeline after :func:`schedule`, for ``tvm.compile``: lower to the Relax VM
+    (TVM's CPU or CUDA backend passes; the CUDA ones may capture the model in a CUDA graph)."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+    from tvm.relax.backend.cuda import pipeline as cuda
 
-    return tvm.transform.Sequential(cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target))
+    backend = cuda if target.kind.name == "cuda" else cpu_generic
+    return tvm.transform.Sequential(backend.dataflow_lower_passes(target) + backend.finalize_passes(target))
 
 
 def kernel_calls(mod: tvm.IRModule) -> dict[str, int]:

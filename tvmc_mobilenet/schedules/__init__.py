@@ -33,12 +33,20 @@ def _cpu_rules() -> list:
     return [Pointwise(), Depthwise(), ParallelVectorize()]
 
 
+def _cuda_rules() -> list:
+    """DLight's GPU rules in TVM's own order (its CUDA pipeline's); Fallback binds threads to any
+    kernel the others leave, so every kernel is valid GPU code."""
+    from tvm.s_tir import dlight
+
+    return [dlight.gpu.Matmul(), dlight.gpu.GEMV(), dlight.gpu.Reduction(), dlight.gpu.GeneralReduction(), dlight.gpu.Fallback()]
+
+
 #: Target kind → (activation layout, weight layout) every convolution of the network is converted
 #: to, once, before legalisation; the schedules of that backend are written for it.
 CONV_LAYOUTS: dict[str, tuple[str, str]] = {"llvm": ("NHWC", "HWIO")}
 
 #: Target kind → the default rules for it, in priority order.
-DEFAULT_RULES: dict[str, Callable[[], list]] = {"llvm": _cpu_rules}
+DEFAULT_RULES: dict[str, Callable[[], list]] = {"llvm": _cpu_rules, "cuda": _cuda_rules}
 
 
 def default_schedule_pass(target: tvm.target.Target) -> tvm.transform.Pass:

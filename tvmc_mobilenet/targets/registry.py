@@ -74,7 +74,26 @@ _AARCH64 = dict(
     cross_compiler_package="g++-aarch64-linux-gnu",
     measure=Measure.RPC,
 )
-_CUDA_PENDING = "CUDA builds (nvcc, compiled GPU code in the artifact) are not supported yet"
+_JETSON = dict(
+    device=Device.CUDA,
+    measure=Measure.RPC,
+    cross_compiler="aarch64-linux-gnu-g++",
+    cross_compiler_package="g++-aarch64-linux-gnu",
+)
+_DATACENTER_GPU = {
+    "kind": "cuda",
+    "max_num_threads": 1024,
+    "thread_warp_size": 32,
+    "max_shared_memory_per_block": 49152,
+    "registers_per_block": 65536,
+}
+
+
+def _jetson(arch: str, cpu: str, cores: int) -> dict[str, Any]:
+    """A Jetson: its GPU, and its aarch64 CPU as the host (TVM's tags give Orin the wrong CPU)."""
+    host = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": cpu, "mattr": ["+neon"], "num-cores": cores}
+    return {**_DATACENTER_GPU, "arch": arch, "host": host}
+
 
 TARGETS: tuple[TargetSpec, ...] = (
     TargetSpec(
@@ -128,49 +147,47 @@ TARGETS: tuple[TargetSpec, ...] = (
     TargetSpec(
         name="jetson-orin-nano",
         description="NVIDIA Jetson Orin Nano: Ampere GPU sm_87, 6-core Cortex-A78AE host",
-        tvm_target={
-            "kind": "cuda",
-            "arch": "sm_87",
-            "max_num_threads": 1024,
-            "thread_warp_size": 32,
-            "max_shared_memory_per_block": 49152,
-            "registers_per_block": 65536,
-            "host": {
-                "kind": "llvm",
-                "mtriple": "aarch64-linux-gnu",
-                "mcpu": "cortex-a78ae",
-                "mattr": ["+neon"],
-                "num-cores": 6,
-            },
-        },
-        device=Device.CUDA,
+        tvm_target=_jetson("sm_87", "cortex-a78ae", 6),
+        threads=6,
         rpc_key="jetson-orin-nano",
-        measure=Measure.RPC,
-        cross_compiler="aarch64-linux-gnu-g++",
-        cross_compiler_package="g++-aarch64-linux-gnu",
-        unsupported_reason=_CUDA_PENDING,
+        **_JETSON,
+    ),
+    TargetSpec(
+        name="jetson-agx-orin",
+        description="NVIDIA Jetson AGX Orin: Ampere GPU sm_87, 12-core Cortex-A78AE host",
+        tvm_target=_jetson("sm_87", "cortex-a78ae", 12),
+        threads=12,
+        rpc_key="jetson-agx-orin",
+        **_JETSON,
+    ),
+    TargetSpec(
+        name="jetson-xavier",
+        description="NVIDIA Jetson AGX Xavier: Volta GPU sm_72, 8-core Carmel host (needs CUDA 12 or older)",
+        tvm_target=_jetson("sm_72", "carmel", 8),
+        threads=8,
+        rpc_key="jetson-xavier",
+        **_JETSON,
     ),
     TargetSpec(
         name="cuda",
-        description="The local NVIDIA GPU (compute capability detected or given)",
-        tvm_target={"kind": "cuda"},
+        description="The local NVIDIA GPU (architecture detected, or given with --arch sm_XX)",
+        tvm_target=_DATACENTER_GPU,  # no "arch": TVM would put sm_50 there when it finds no GPU
         device=Device.CUDA,
-        unsupported_reason=_CUDA_PENDING,
     ),
     TargetSpec(
         name="a100",
         description="NVIDIA A100 (sm_80)",
         tvm_target="nvidia/nvidia-a100",
         device=Device.CUDA,
-        unsupported_reason=_CUDA_PENDING,
     ),
     TargetSpec(
         name="h100",
         description="NVIDIA H100 / H200 (sm_90)",
-        tvm_target="nvidia/nvidia-h100",
+        # TVM's tag says sm_90a, whose code runs on sm_90 only and carries no portable PTX; our
+        # kernels use no sm_90a-only instruction.
+        tvm_target={**_DATACENTER_GPU, "arch": "sm_90", "l2_cache_size_bytes": 52428800},
         device=Device.CUDA,
         aliases=("h200",),
-        unsupported_reason=_CUDA_PENDING,
     ),
 )
 
@@ -205,11 +222,11 @@ class ResolvedTarget:
     @property
     def runs_here(self) -> bool:
         """Whether modules for this target can be run on this machine (for verification)."""
-        return (
-            self.spec.measure is Measure.LOCAL
-            and self.spec.device is Device.CPU
-            and (self.spec.tvm_target == HOST_TARGET or _is_native(self.target_json))
-        )
+        if self.spec.measure is not Measure.LOCAL:
+            return False
+        if self.spec.device is Device.CUDA:
+            return local_cuda_arch() is not None and _is_native(self.target_json.get("host", {"kind": "llvm"}))
+        return self.spec.tvm_target == HOST_TARGET or _is_native(self.target_json)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "tvm": self.target_json}
@@ -228,16 +245,44 @@ def lookup(name: str) -> TargetSpec | None:
     return _BY_NAME.get(name)
 
 
-def resolve_target(name_or_target: str) -> ResolvedTarget:
+def resolve_target(name_or_target: str, cuda_arch: str | None = None) -> ResolvedTarget:
     """A registry name, a TVM tag, or a JSON target dict → :class:`ResolvedTarget`.
 
-    Raises :class:`TargetError` with the known names when nothing matches.
+    ``cuda_arch`` (``sm_XX``) sets the GPU architecture of a CUDA target; without it a CUDA target
+    that names none (``cuda``) takes the local GPU's, when there is one. Raises
+    :class:`TargetError` with the known names when nothing matches.
     """
     text = name_or_target.strip()
     spec = lookup(text)
     if spec is None:
         spec = _adhoc_spec(text)
+    if cuda_arch is not None and spec.device is not Device.CUDA:
+        raise TargetError(f"--arch {cuda_arch} sets a GPU architecture, but {spec.name!r} is a {spec.device.value} target")
+    if spec.device is Device.CUDA and (cuda_arch is not None or _lacks_arch(spec.tvm_target)):
+        from tvmc_mobilenet.compiler.cuda_binary import parse_arch
+
+        arch = cuda_arch.strip() if cuda_arch is not None else local_cuda_arch()
+        if arch is None:  # left for require_buildable to refuse, with what to do
+            return ResolvedTarget(spec, dict(spec.tvm_target) if isinstance(spec.tvm_target, dict) else {"kind": "cuda"})
+        parse_arch(arch)
+        base = dict(spec.tvm_target) if isinstance(spec.tvm_target, dict) else _target_json(spec.tvm_target)
+        return ResolvedTarget(spec, _target_json({**base, "arch": arch}))
     return ResolvedTarget(spec, _target_json(spec.tvm_target))
+
+
+def _lacks_arch(tvm_target: str | dict[str, Any]) -> bool:
+    return isinstance(tvm_target, dict) and not tvm_target.get("arch")
+
+
+def local_cuda_arch() -> str | None:
+    """The architecture (``sm_XX``) of this machine's first NVIDIA GPU, or None without one."""
+    import tvm
+
+    try:
+        device = tvm.cuda(0)
+        return "sm_" + device.compute_version.replace(".", "") if device.exist else None
+    except Exception:  # TVM without its CUDA runtime, or no driver
+        return None
 
 
 def _adhoc_spec(text: str) -> TargetSpec:
@@ -254,7 +299,8 @@ def _adhoc_spec(text: str) -> TargetSpec:
     target_json = _target_json(target, original=text)
     kind = target_json.get("kind")
     device = Device.CUDA if kind == "cuda" else Device.CPU
-    is_aarch64 = str(target_json.get("mtriple", "")).startswith("aarch64")
+    cpu_side = target_json.get("host", {}) if device is Device.CUDA else target_json
+    is_aarch64 = str(cpu_side.get("mtriple", "")).startswith("aarch64")
     return TargetSpec(
         name=text,
         description="TVM target given on the command line",
@@ -262,8 +308,7 @@ def _adhoc_spec(text: str) -> TargetSpec:
         device=device,
         cross_compiler="aarch64-linux-gnu-g++" if is_aarch64 else None,
         cross_compiler_package="g++-aarch64-linux-gnu" if is_aarch64 else None,
-        measure=Measure.LOCAL if _is_native(target_json) else Measure.RPC,
-        unsupported_reason=_CUDA_PENDING if device is Device.CUDA else None,
+        measure=Measure.RPC if is_aarch64 or (device is Device.CPU and not _is_native(target_json)) else Measure.LOCAL,
     )
 
 
@@ -292,6 +337,16 @@ def require_buildable(resolved: ResolvedTarget) -> None:
     spec = resolved.spec
     if spec.unsupported_reason:
         raise TargetError(f"target {spec.name!r}: {spec.unsupported_reason}")
+    if spec.device is Device.CUDA:
+        arch = resolved.target_json.get("arch")
+        if not arch:
+            raise TargetError(
+                f"target {spec.name!r} needs a GPU architecture and no NVIDIA GPU was found here to detect it; "
+                "give one with --arch sm_XX (e.g. sm_87 for Jetson Orin, sm_90 for H100/H200)"
+            )
+        from tvmc_mobilenet.compiler.cuda_binary import require_nvcc_for
+
+        require_nvcc_for(str(arch))
     if spec.cross_compiler and shutil.which(spec.cross_compiler) is None:
         raise TargetError(
             f"target {spec.name!r} needs the cross compiler {spec.cross_compiler}, which is not on PATH; "

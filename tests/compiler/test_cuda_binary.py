@@ -1,0 +1,156 @@
+"""GPU code in CUDA artifacts: nvcc compiles the kernels at export, the library carries a fatbin
+(SASS for the architecture + PTX) instead of CUDA source. Compile-only here; runs where a GPU is."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import requires_aarch64_cc, requires_cuda_gpu, requires_nvcc
+from tvmc_mobilenet.compiler.build import BuildConfig, build_model
+from tvmc_mobilenet.compiler.cuda_binary import (
+    BLOB_SYMBOL,
+    CompiledCudaPacker,
+    CudaCompileError,
+    GpuImage,
+    ModuleBlob,
+    c_array_bytes,
+    compile_kernels,
+    cuda_payload_parts,
+    fatbin_images,
+    find_fatbins,
+)
+from tvmc_mobilenet.targets.registry import resolve_target
+
+ELF_MACHINE = {62: "x86_64", 183: "aarch64"}
+
+
+def cuobjdump() -> str | None:
+    """cuobjdump from the CUDA toolkit or the nvidia-cuda-cuobjdump wheel (test extra)."""
+    found = shutil.which("cuobjdump")
+    if found:
+        return found
+    try:
+        import nvidia.cu13
+
+        candidate = Path(list(nvidia.cu13.__path__)[0]) / "bin" / "cuobjdump"
+        return str(candidate) if candidate.exists() else None
+    except ImportError:
+        return None
+
+
+def small_cuda_module(target):
+    """matmul + ReLU through our CUDA pipeline (DLight's GPU rules): a tiny VM executable."""
+    import tvm
+    from tvm import relax
+    from tvm.script import relax as R
+
+    from tvmc_mobilenet.compiler.build import _cuda_source_kept
+    from tvmc_mobilenet.compiler.passes import legalize_and_fuse, lower, schedule
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", R.Tensor((4, 64), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.matmul(x, relax.const(np.ones((64, 32), "float32"))))
+            out = bb.emit_output(bb.emit(relax.op.nn.relu(y)))
+        bb.emit_func_output(out)
+    scheduled = schedule(legalize_and_fuse(bb.get(), target), target)
+    with _cuda_source_kept(target):
+        return tvm.compile(scheduled, target=target, relax_pipeline=lower(target))
+
+
+def library_images(library: bytes) -> list[GpuImage]:
+    fatbins = find_fatbins(library)
+    assert len(fatbins) == 1, f"{len(fatbins)} fatbins in the library"
+    return fatbin_images(fatbins[0])
+
+
+@requires_nvcc
+def test_export_replaces_cuda_source_by_a_fatbin(tmp_path):
+    target = resolve_target("h100").tvm_target()
+    executable = small_cuda_module(target)
+    from tvm.runtime import _ffi_api
+
+    # What TVM alone would embed: the CUDA source, to be compiled when the library is loaded.
+    _, blob, _ = c_array_bytes(_ffi_api.ModulePackImportsToC(executable.mod, False, ""))
+    parsed = ModuleBlob.parse(blob)
+    assert parsed.serialize() == blob  # our reading of the layout is exact
+    kinds = [kind for kind, _ in parsed.modules]
+    assert kinds == [b"relax.VMExecutable", b"_lib", b"cuda"]
+    fmt, _table, code = cuda_payload_parts(parsed.modules[2][1])
+    assert fmt == "cuda" and b"__global__" in code
+
+    packer = CompiledCudaPacker(target)
+    lib = tmp_path / "lib.so"
+    executable.export_library(str(lib), fpack_imports=packer)
+    assert [str(i) for i in packer.images] == ["compute_90", "sm_90"]
+    library = lib.read_bytes()
+    assert b"__global__" not in library  # no source left to JIT on the device
+    assert BLOB_SYMBOL.encode() in library
+    assert library_images(library) == packer.images
+
+
+def test_blob_damage_is_an_error_not_a_broken_library():
+    blob = ModuleBlob([0, 1], [], [(b"cuda", b"\x00" * 12)]).serialize()
+    with pytest.raises(CudaCompileError, match="unexpected end|unrecognised CUDA module payload"):
+        cuda_payload_parts(ModuleBlob.parse(blob).modules[0][1])
+    with pytest.raises(CudaCompileError, match="size field"):
+        ModuleBlob.parse(blob[:-1])
+    with pytest.raises(CudaCompileError, match="bad magic"):
+        fatbin_images(b"\x00" * 32)
+
+
+@requires_nvcc
+def test_nvcc_errors_are_one_line():
+    with pytest.raises(CudaCompileError, match=r"nvcc could not compile the kernels for sm_87: .*error") as info:
+        compile_kernels('extern "C" __global__ void k() { undefined_thing(); }', resolve_target("jetson-orin-nano").tvm_target())
+    assert "\n" not in str(info.value)
+
+
+def artifact_library(path: Path) -> bytes:
+    with tarfile.open(path) as tar:
+        return tar.extractfile("model.so").read()
+
+
+@requires_nvcc
+@pytest.mark.parametrize(
+    "target, batch, arch, machine",
+    [
+        pytest.param("jetson-orin-nano", 1, 87, "aarch64", marks=requires_aarch64_cc),
+        pytest.param("h100", 64, 90, "x86_64"),
+    ],
+)
+def test_mobilenet_artifact_carries_gpu_code_for_its_architecture(tmp_path, target, batch, arch, machine):
+    result = build_model(BuildConfig(alpha=0.25, resolution=64, batch=batch, target=target, output=tmp_path / "m.tar"))
+    manifest = result.manifest
+    assert manifest["target"]["device"] == "cuda" and manifest["target"]["tvm"]["arch"] == f"sm_{arch}"
+    assert manifest["input"]["shape"] == [batch, 3, 64, 64]
+    assert manifest["library"]["gpu_code"]["images"] == [f"compute_{arch}", f"sm_{arch}"]
+    if not result.verification["status"] == "passed":
+        assert "do not run on this machine" in result.verification["reason"]
+
+    library = artifact_library(result.artifact_path)
+    assert ELF_MACHINE[struct.unpack_from("<H", library, 18)[0]] == machine  # the host side: the board's CPU
+    assert b"__global__" not in library
+    assert library_images(library) == [GpuImage("ptx", arch), GpuImage("sass", arch)]
+    tool = cuobjdump()
+    if tool is not None:  # NVIDIA's own reading of the embedded fatbin
+        fatbin = tmp_path / "kernels.fatbin"
+        fatbin.write_bytes(find_fatbins(library)[0])
+        listing = subprocess.run([tool, "--list-elf", "--list-ptx", str(fatbin)], capture_output=True, text=True, timeout=60).stdout
+        assert f"sm_{arch}.cubin" in listing and f"sm_{arch}.ptx" in listing, listing
+
+
+@pytest.mark.cuda
+@requires_cuda_gpu
+@requires_nvcc
+def test_cuda_build_runs_and_verifies_on_the_local_gpu(tmp_path):
+    result = build_model(BuildConfig(alpha=0.25, resolution=64, target="cuda", output=tmp_path / "gpu.tar"))
+    assert result.verification["status"] == "passed"

@@ -1,0 +1,283 @@
+"""Compiled GPU code in the artifact, so that a device needs no CUDA compiler to load it.
+
+TVM 0.27 keeps the CUDA *source* of the kernels in the built module when the CUDA runtime is not
+linked into the compiling process (no driver, as on a build machine) and compiles it when the
+module is loaded (``CUDAModuleNode::JitCompileFromSource``, through NVRTC or nvcc on the device).
+A Jetson or a server with only the TVM runtime cannot do that. So at export this module:
+
+1. compiles the kernels' source with nvcc into a fatbin holding SASS for the target's
+   architecture and its PTX (which the driver can JIT for a newer GPU), via TVM's own
+   ``tvm.support.nvcc.compile_cuda``;
+2. writes the library's packed import blob (``__tvm_ffi__library_bin``, what
+   ``export_library`` embeds) with each CUDA module's payload turned from ``fmt="cuda"`` (source)
+   into ``fmt="fatbin"`` (compiled), which the runtime loads with ``cuModuleLoadData``.
+
+The blob layout (TVM 0.27, ``ffi`` library module) and the CUDA module payload
+(``Write(fmt) Write(fmap) Write(code)``, ``src/target/cuda/cuda_fallback_module.cc``) are parsed
+strictly: anything unexpected raises instead of writing a library that would not load.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tvmc_mobilenet.errors import TargetError, TvmcMobilenetError
+
+if TYPE_CHECKING:
+    import tvm
+
+#: The import blob's symbol; ``export_library`` prefixes it for system libraries.
+BLOB_SYMBOL = "__tvm_ffi__library_bin"
+_DSO_KEY = b"_lib"
+_CUDA_KIND = b"cuda"
+_FATBIN_MAGIC = 0xBA55ED50
+_ARCH = re.compile(r"^sm_(\d+)([a-z]?)$")
+
+
+class CudaCompileError(TvmcMobilenetError):
+    """nvcc rejected the kernels, or the built module is not in the layout this module expects."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class GpuImage:
+    """One image in a fatbin: ``sass`` (machine code for one architecture) or ``ptx``."""
+
+    kind: str
+    arch: int
+
+    def __str__(self) -> str:
+        return f"sm_{self.arch}" if self.kind == "sass" else f"compute_{self.arch}"
+
+
+def parse_arch(arch: str) -> tuple[int, str]:
+    """``"sm_90a"`` → ``(90, "a")``; a clear error for anything else."""
+    match = _ARCH.match(arch.strip())
+    if match is None:
+        raise TargetError(f"CUDA architecture {arch!r} is not of the form sm_XX (e.g. sm_87, sm_90)")
+    return int(match.group(1)), match.group(2)
+
+
+@lru_cache(maxsize=1)
+def nvcc_architectures() -> tuple[str, ...]:
+    """The real architectures this machine's nvcc compiles for (``nvcc --list-gpu-code``)."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return ()
+    try:
+        proc = subprocess.run([nvcc, "--list-gpu-code"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return tuple(line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("sm_"))
+
+
+def require_nvcc_for(arch: str) -> None:
+    """Raise unless nvcc is installed and compiles for ``arch``."""
+    parse_arch(arch)
+    if shutil.which("nvcc") is None:
+        raise TargetError(
+            "CUDA targets compile their kernels with nvcc, which is not on PATH; install the CUDA toolkit (nvcc) and try again"
+        )
+    supported = nvcc_architectures()
+    number, _suffix = parse_arch(arch)
+    if supported and f"sm_{number}" not in supported:
+        raise TargetError(
+            f"this nvcc cannot compile for {arch} (it supports {', '.join(supported)}); "
+            "use a CUDA toolkit that still supports it (CUDA 12 for sm_72 and older)"
+        )
+
+
+def gencode_flags(arch: str) -> list[str]:
+    """SASS for ``arch`` and its PTX, so that a newer GPU can JIT the kernels in its driver."""
+    number, suffix = parse_arch(arch)
+    virtual = f"compute_{number}{suffix}"
+    return ["-gencode", f"arch={virtual},code=sm_{number}{suffix}", "-gencode", f"arch={virtual},code={virtual}"]
+
+
+def compile_kernels(source: str, target: tvm.target.Target) -> bytes:
+    """CUDA source → fatbin (SASS + PTX for the target's ``arch``) with TVM's nvcc driver."""
+    from tvm.support import nvcc
+
+    arch = str(target.attrs["arch"])
+    require_nvcc_for(arch)
+    try:
+        with target:  # compile_cuda reads the compute version of the current target
+            return bytes(nvcc.compile_cuda(source, target_format="fatbin", arch=gencode_flags(arch), options=["-w"], compiler="nvcc"))
+    except RuntimeError as exc:
+        errors = [line.strip() for line in str(exc).splitlines() if "error" in line.lower() and "Compilation error" not in line]
+        raise CudaCompileError(f"nvcc could not compile the kernels for {arch}: {errors[0] if errors else 'see nvcc output'}") from None
+
+
+def fatbin_images(data: bytes) -> list[GpuImage]:
+    """The images of a fatbin (header: magic, version, header size, payload size; then per image:
+    kind (1 PTX, 2 ELF), version, header size, payload size, …, architecture at byte 28)."""
+    if len(data) < 16 or struct.unpack_from("<I", data, 0)[0] != _FATBIN_MAGIC:
+        raise CudaCompileError("not a CUDA fatbin (bad magic number)")
+    _version, header_size, payload_size = struct.unpack_from("<HHQ", data, 4)
+    images, offset, end = [], header_size, header_size + payload_size
+    if end > len(data):
+        raise CudaCompileError("truncated CUDA fatbin")
+    while offset < end:
+        kind, _v, image_header, image_size = struct.unpack_from("<HHIQ", data, offset)
+        arch = struct.unpack_from("<I", data, offset + 28)[0]
+        images.append(GpuImage({1: "ptx", 2: "sass"}.get(kind, f"kind{kind}"), arch))
+        offset += image_header + image_size
+    return images
+
+
+def find_fatbins(library: bytes) -> list[bytes]:
+    """Every fatbin embedded in a file (e.g. an exported library), found by its magic number."""
+    found, start = [], 0
+    magic = struct.pack("<I", _FATBIN_MAGIC)
+    while (start := library.find(magic, start)) >= 0:
+        if start + 16 <= len(library):
+            _version, header_size, payload_size = struct.unpack_from("<HHQ", library, start + 4)
+            if header_size == 16 and start + 16 + payload_size <= len(library):
+                found.append(library[start : start + 16 + payload_size])
+                start += 16 + payload_size
+                continue
+        start += 4
+    return found
+
+
+# ---- the packed import blob ------------------------------------------------------------------
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.offset = data, 0
+
+    def u64(self) -> int:
+        if self.offset + 8 > len(self.data):
+            raise CudaCompileError("unexpected end of the module blob")
+        (value,) = struct.unpack_from("<Q", self.data, self.offset)
+        self.offset += 8
+        return value
+
+    def bytes(self) -> bytes:
+        size = self.u64()
+        if self.offset + size > len(self.data):
+            raise CudaCompileError("unexpected end of the module blob")
+        value = self.data[self.offset : self.offset + size]
+        self.offset += size
+        return value
+
+    def done(self) -> bool:
+        return self.offset == len(self.data)
+
+
+def _u64(value: int) -> bytes:
+    return struct.pack("<Q", value)
+
+
+def _string(value: bytes) -> bytes:
+    return _u64(len(value)) + value
+
+
+@dataclass
+class ModuleBlob:
+    """The packed import tree: CSR rows/children, then (kind, payload) per module (``_lib``: the
+    library itself, no payload)."""
+
+    row_ptr: list[int]
+    child_indices: list[int]
+    modules: list[tuple[bytes, bytes | None]]
+
+    @classmethod
+    def parse(cls, blob: bytes) -> ModuleBlob:
+        reader = _Reader(blob)
+        if reader.u64() != len(blob) - 8:
+            raise CudaCompileError("the module blob's size field does not match its length")
+        row_ptr = [reader.u64() for _ in range(reader.u64())]
+        child_indices = [reader.u64() for _ in range(reader.u64())]
+        modules: list[tuple[bytes, bytes | None]] = []
+        while not reader.done():
+            kind = reader.bytes()
+            modules.append((kind, None if kind == _DSO_KEY else reader.bytes()))
+        if len(modules) != len(row_ptr) - 1:
+            raise CudaCompileError(f"the module blob lists {len(modules)} modules for an import tree of {len(row_ptr) - 1}")
+        return cls(row_ptr, child_indices, modules)
+
+    def serialize(self) -> bytes:
+        body = _u64(len(self.row_ptr)) + b"".join(map(_u64, self.row_ptr))
+        body += _u64(len(self.child_indices)) + b"".join(map(_u64, self.child_indices))
+        for kind, payload in self.modules:
+            body += _string(kind) + (b"" if payload is None else _string(payload))
+        return _u64(len(body)) + body
+
+
+def cuda_payload_parts(payload: bytes) -> tuple[str, bytes, bytes]:
+    """A CUDA module payload → (format, serialized function table, code)."""
+    reader = _Reader(payload)
+    fmt = reader.bytes().decode()
+    # The function table is a serialized map of unknown length; the code is the last field, so
+    # it is found from the end: its 8-byte length must account exactly for the rest.
+    for code_start in range(len(payload) - 8, reader.offset - 1, -1):
+        (size,) = struct.unpack_from("<Q", payload, code_start)
+        if code_start + 8 + size == len(payload):
+            candidate = payload[code_start + 8 :]
+            if fmt != "cuda" or b"__global__" in candidate:
+                return fmt, payload[reader.offset : code_start], candidate
+    raise CudaCompileError(f"unrecognised CUDA module payload (format {fmt!r})")
+
+
+def compile_cuda_modules(blob: bytes, target: tvm.target.Target) -> tuple[bytes, list[GpuImage]]:
+    """Replace every CUDA-source module in a packed blob by its compiled fatbin.
+
+    Returns the new blob and the images of the fatbins written (one set per CUDA module).
+    """
+    parsed = ModuleBlob.parse(blob)
+    images: list[GpuImage] = []
+    for index, (kind, payload) in enumerate(parsed.modules):
+        if kind != _CUDA_KIND or payload is None:
+            continue
+        fmt, function_table, code = cuda_payload_parts(payload)
+        if fmt != "cuda":
+            continue  # already compiled (built where the CUDA runtime is linked)
+        fatbin = compile_kernels(code.decode(), target)
+        images += fatbin_images(fatbin)
+        parsed.modules[index] = (kind, _string(b"fatbin") + function_table + _string(fatbin))
+    return parsed.serialize(), images
+
+
+def c_array_bytes(c_source: str) -> tuple[str, bytes, str]:
+    """``ModulePackImportsToC``'s output → (text before the array, its bytes, text after)."""
+    start = c_source.index(BLOB_SYMBOL + "[")
+    open_brace = c_source.index("{", start)
+    close_brace = c_source.index("}", open_brace)
+    data = bytes(int(h, 16) for h in re.findall(r"0x([0-9a-fA-F]{2})", c_source[open_brace:close_brace]))
+    declaration = c_source[:open_brace]
+    declaration = re.sub(re.escape(BLOB_SYMBOL) + r"\[\d+\]", BLOB_SYMBOL + "[{size}]", declaration)
+    return declaration, data, c_source[close_brace:]
+
+
+def c_array_source(declaration: str, data: bytes, tail: str) -> str:
+    rows = (",".join(f"0x{b:02x}" for b in data[i : i + 20]) for i in range(0, len(data), 20))
+    return declaration.replace("{size}", str(len(data))) + "{\n  " + ",\n  ".join(rows) + ",\n" + tail
+
+
+class CompiledCudaPacker:
+    """``fpack_imports`` for ``export_library``: packs the imports as TVM does (C source), with
+    the CUDA modules compiled. After the export, :attr:`images` lists the GPU code written."""
+
+    def __init__(self, target: tvm.target.Target) -> None:
+        self.target = target
+        self.images: list[GpuImage] = []
+
+    def __call__(self, module, is_system_lib: bool, symbol_prefix: str, workspace_dir: str) -> str:
+        from tvm.runtime import _ffi_api
+
+        c_source = _ffi_api.ModulePackImportsToC(module, is_system_lib, symbol_prefix)
+        declaration, blob, tail = c_array_bytes(c_source)
+        new_blob, self.images = compile_cuda_modules(blob, self.target)
+        path = Path(workspace_dir) / f"{symbol_prefix}devc.c"
+        path.write_text(c_array_source(declaration, new_blob, tail))
+        return str(path)
