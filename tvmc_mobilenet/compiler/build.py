@@ -33,7 +33,7 @@ from tvmc_mobilenet.runtime.artifact import (
     write_artifact,
 )
 from tvmc_mobilenet.runtime.executor import RELATIVE_TOLERANCE, compare_outputs
-from tvmc_mobilenet.targets.registry import Device, ResolvedTarget, require_buildable, resolve_target
+from tvmc_mobilenet.targets.registry import Device, Measure, ResolvedTarget, require_buildable, resolve_target
 
 LIBRARY_FILE = "model.so"
 #: TVM's switch that keeps CUDA source in built modules (its "fallback" module).
@@ -103,7 +103,7 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
             log("verifying the exported library against " + imported.reference_framework)
             verification = _verify(lib_path, reference_input, reference_output, imported.reference_framework, target.spec.device)
         else:
-            why = "disabled with --no-verify" if not config.verify else f"{target.name} modules do not run on this machine"
+            why = "disabled with --no-verify" if not config.verify else _why_not_here(target)
             verification = {"status": "skipped", "reason": why, "tolerance": RELATIVE_TOLERANCE}
 
     manifest = {
@@ -259,6 +259,12 @@ def _export(executable, lib_path: Path, target: ResolvedTarget) -> dict[str, Any
     if not packer.images:
         raise CudaCompileError(f"the {target.name} library holds no compiled GPU code; refusing to write it")
     return {"format": "fatbin", "compiler": "nvcc", "images": [str(image) for image in packer.images]}
+
+
+def _why_not_here(target: ResolvedTarget) -> str:
+    if target.spec.device is Device.CUDA and target.spec.measure is Measure.LOCAL:
+        return f"this machine has no NVIDIA GPU to run the {target.name} module on"
+    return f"{target.name} modules do not run on this machine"
 
 
 def _verify(lib_path: Path, data: np.ndarray, reference: np.ndarray, framework: str, device: Device) -> dict[str, Any]:

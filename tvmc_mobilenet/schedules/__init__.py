@@ -34,16 +34,21 @@ def _cpu_rules() -> list:
 
 
 def _cuda_rules() -> list:
-    """DLight's GPU rules in TVM's own order (its CUDA pipeline's); Fallback binds threads to any
-    kernel the others leave, so every kernel is valid GPU code."""
+    """Our pointwise and depthwise schedules, then DLight's GPU rules in TVM's own order (its CUDA
+    pipeline's); Fallback binds threads to any kernel the others leave, so every kernel is valid
+    GPU code."""
     from tvm.s_tir import dlight
 
-    return [dlight.gpu.Matmul(), dlight.gpu.GEMV(), dlight.gpu.Reduction(), dlight.gpu.GeneralReduction(), dlight.gpu.Fallback()]
+    from tvmc_mobilenet.schedules.cuda.depthwise import GpuDepthwise
+    from tvmc_mobilenet.schedules.cuda.pointwise import GpuPointwise
+
+    dlight_rules = [dlight.gpu.Matmul(), dlight.gpu.GEMV(), dlight.gpu.Reduction(), dlight.gpu.GeneralReduction(), dlight.gpu.Fallback()]
+    return [GpuPointwise(), GpuDepthwise(), *dlight_rules]
 
 
 #: Target kind → (activation layout, weight layout) every convolution of the network is converted
 #: to, once, before legalisation; the schedules of that backend are written for it.
-CONV_LAYOUTS: dict[str, tuple[str, str]] = {"llvm": ("NHWC", "HWIO")}
+CONV_LAYOUTS: dict[str, tuple[str, str]] = {"llvm": ("NHWC", "HWIO"), "cuda": ("NHWC", "HWIO")}
 
 #: Target kind → the default rules for it, in priority order.
 DEFAULT_RULES: dict[str, Callable[[], list]] = {"llvm": _cpu_rules, "cuda": _cuda_rules}
@@ -66,12 +71,19 @@ def _cpu_spaces() -> dict[str, Callable]:
     return {POINTWISE_SPACE: Pointwise().design_space, DEPTHWISE_SPACE: Depthwise().design_space}
 
 
+def _cuda_spaces() -> dict[str, Callable]:
+    from tvmc_mobilenet.schedules.cuda.depthwise import GpuDepthwise
+    from tvmc_mobilenet.schedules.cuda.pointwise import GpuPointwise
+
+    return {POINTWISE_SPACE: GpuPointwise().design_space, DEPTHWISE_SPACE: GpuDepthwise().design_space}
+
+
 #: Names of our design spaces, as the ``schedule_rule`` annotation of a kernel's convolution block.
 POINTWISE_SPACE = "mobilenet_pointwise"
 DEPTHWISE_SPACE = "mobilenet_depthwise"
 
 #: Target kind → {design space name: factory(target) of the MetaSchedule custom rule}.
-DESIGN_SPACES: dict[str, Callable[[], dict[str, Callable]]] = {"llvm": _cpu_spaces}
+DESIGN_SPACES: dict[str, Callable[[], dict[str, Callable]]] = {"llvm": _cpu_spaces, "cuda": _cuda_spaces}
 
 
 def annotate_design_spaces(target: tvm.target.Target) -> tvm.transform.Pass:
@@ -84,7 +96,7 @@ def annotate_design_spaces(target: tvm.target.Target) -> tvm.transform.Pass:
     import tvm
     from tvm import s_tir, tirx
 
-    from tvmc_mobilenet.schedules.cpu.conv_nhwc import find_conv_nhwc
+    from tvmc_mobilenet.schedules.nhwc import find_conv_nhwc
 
     kind = target.kind.name
 

@@ -83,6 +83,7 @@ _JETSON = dict(
 _DATACENTER_GPU = {
     "kind": "cuda",
     "max_num_threads": 1024,
+    "max_threads_per_block": 1024,  # MetaSchedule's GPU rules need it
     "thread_warp_size": 32,
     "max_shared_memory_per_block": 49152,
     "registers_per_block": 65536,

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from tvmc_mobilenet.schedules.cpu.conv_nhwc import ConvNhwc
+from tvmc_mobilenet.schedules.nhwc import ConvNhwc
 from tvmc_mobilenet.schedules.cpu.depthwise import Depthwise, default_depthwise_tiles
 from tvmc_mobilenet.schedules.cpu.vector_unit import VectorUnit
 
-from .kernels import HOST, RASP4B, Layer, neon_fmla_count
+from tests.schedules.kernels import HOST, RASP4B, Layer, neon_fmla_count
 
 SHAPES = [
     # (n, channels, size, stride)

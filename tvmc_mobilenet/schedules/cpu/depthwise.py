@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from tvm import s_tir
 
-from tvmc_mobilenet.schedules.cpu.conv_nhwc import ConvNhwc, NhwcConvRule, finish_tiles, inline_around
+from tvmc_mobilenet.schedules.cpu.conv_nhwc import NhwcConvRule, finish_tiles
+from tvmc_mobilenet.schedules.nhwc import ConvNhwc, inline_around
 from tvmc_mobilenet.schedules.cpu.vector_unit import VectorUnit, largest_divisor_at_most
 
 #: Largest number of outputs along a row per tile.

@@ -68,3 +68,42 @@ class Layer:
 def neon_fmla_count(assembly: str) -> int:
     """NEON single-precision vector fused multiply-adds (``fmla vD.4s, vN.4s, vM.4s`` or ``vM.s[i]``)."""
     return len(re.findall(r"\bfmla\s+v\d+\.4s", assembly))
+
+
+def conv_kernel_of(mod: tvm.IRModule) -> tuple[str, tvm.tirx.PrimFunc]:
+    (found,) = [(gv.name_hint, f) for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and "conv2d" in gv.name_hint]
+    return found
+
+
+def cuda_source(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> str:
+    """CUDA source of one scheduled kernel, as TVM generates it for ``target``."""
+    from tvmc_mobilenet.compiler.build import _cuda_source_kept
+
+    with _cuda_source_kept(target):
+        lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
+    (device,) = [m for m in lib.imports if m.kind == "cuda"]
+    return device.inspect_source()
+
+
+def design_space_samples(func: tvm.tirx.PrimFunc, target: tvm.target.Target, count: int, seed: int = 1):
+    """``count`` random schedules from the kernel's MetaSchedule design space (our custom rule for
+    annotated kernels), each passed through the target's postprocessors as tuning would: returns
+    (schedules that passed, how many were rejected), and the design space's trace."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    from tvmc_mobilenet.schedules import register_design_spaces
+
+    register_design_spaces(target)
+    mod = tvm.IRModule({"main": func})
+    context = ms.TuneContext(mod=mod, target=target, space_generator="post-order-apply", task_name="kernel", rand_state=seed)
+    (space,) = context.space_generator.generate_design_space(mod)
+    passed, rejected = [], 0
+    for i in range(count):
+        sch = s_tir.Schedule(mod, seed=seed + i)
+        space.trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=lambda inst, inputs, attrs, decision: None)
+        if all(postproc.apply(sch) for postproc in context.space_generator.postprocs):
+            passed.append(sch)
+        else:
+            rejected += 1
+    return passed, rejected, space.trace
