@@ -183,6 +183,7 @@ def build(alpha, resolution, variant, num_classes, batch, target, cuda_arch, mod
 @_model_options
 @click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size (1 to 1024).")
 @click.option("--target", "-t", default="host", show_default=True, help="Registry name, TVM tag, or JSON target dict.")
+@click.option("--arch", "cuda_arch", metavar="sm_XX", help="GPU architecture of a CUDA target (default: the target's, or the local GPU's).")
 @click.option("--model", "model_file", type=FILE, help="Tune a user's ONNX file instead of the built-in network.")
 @click.option(
     "--trials",
@@ -215,7 +216,7 @@ def build(alpha, resolution, variant, num_classes, batch, target, cuda_arch, mod
     show_default=True,
     help="Design space for pointwise and depthwise kernels: ours, or MetaSchedule's generic one.",
 )
-def tune(alpha, resolution, variant, num_classes, batch, target, model_file, trials, work_dir, task_kinds, resume, timeout, seed,
+def tune(alpha, resolution, variant, num_classes, batch, target, cuda_arch, model_file, trials, work_dir, task_kinds, resume, timeout, seed,
          rpc_tracker, rpc_key, space):  # fmt: skip
     """Auto-schedule a model's kernels with MetaSchedule into the target's tuning database."""
     from tvmc_mobilenet.compiler.tune import TuneConfig, tune_model
@@ -228,6 +229,7 @@ def tune(alpha, resolution, variant, num_classes, batch, target, model_file, tri
         batch=batch,
         model_file=model_file,
         target=target,
+        cuda_arch=cuda_arch,
         trials=trials,
         work_dir=work_dir,
         tasks=task_kinds,

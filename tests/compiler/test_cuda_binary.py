@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import requires_aarch64_cc, requires_cuda_gpu, requires_nvcc
+from tests.conftest import has_cuda_gpu, requires_aarch64_cc, requires_cuda_gpu, requires_nvcc
 from tvmc_mobilenet.compiler.build import BuildConfig, build_model
 from tvmc_mobilenet.compiler.cuda_binary import (
     BLOB_SYMBOL,
@@ -27,6 +27,9 @@ from tvmc_mobilenet.compiler.cuda_binary import (
     fatbin_images,
     find_fatbins,
 )
+from tvmc_mobilenet.errors import ArtifactError
+from tvmc_mobilenet.runtime.artifact import open_artifact
+from tvmc_mobilenet.runtime.executor import load_local
 from tvmc_mobilenet.targets.registry import resolve_target
 
 ELF_MACHINE = {62: "x86_64", 183: "aarch64"}
@@ -137,6 +140,11 @@ def test_mobilenet_artifact_carries_gpu_code_for_its_architecture(tmp_path, targ
     if not result.verification["status"] == "passed":
         assert re.search(r"do not run on this machine|no NVIDIA GPU", result.verification["reason"])
 
+    if not has_cuda_gpu():  # run/bench refuse it here with what to do instead
+        message = r"cannot run on this machine; run it on the device" if machine == "aarch64" else r"this machine has none"
+        with pytest.raises(ArtifactError, match=message):
+            load_local(open_artifact(result.artifact_path))
+
     library = artifact_library(result.artifact_path)
     assert ELF_MACHINE[struct.unpack_from("<H", library, 18)[0]] == machine  # the host side: the board's CPU
     assert b"__global__" not in library
@@ -155,3 +163,31 @@ def test_mobilenet_artifact_carries_gpu_code_for_its_architecture(tmp_path, targ
 def test_cuda_build_runs_and_verifies_on_the_local_gpu(tmp_path):
     result = build_model(BuildConfig(alpha=0.25, resolution=64, target="cuda", output=tmp_path / "gpu.tar"))
     assert result.verification["status"] == "passed"
+
+
+@requires_nvcc
+def test_tuning_candidates_for_a_gpu_carry_compiled_code():
+    """The tuning builder exports CUDA candidates like artifacts: nvcc-compiled, no source."""
+    import tvm
+
+    from tests.schedules.kernels import Layer, conv_kernel_of
+    from tvmc_mobilenet.compiler.measure import build_and_export
+    from tvmc_mobilenet.compiler.passes import schedule
+
+    target = resolve_target("jetson-orin-nano").tvm_target()
+    name, kernel = conv_kernel_of(schedule(Layer(1, 16, 32, 14, 1, 1, 1).fused(target), target))
+    path = build_and_export(tvm.IRModule({"main": kernel.with_attr("global_symbol", "main")}), target, "aarch64-linux-gnu-g++")
+    library = Path(path).read_bytes()
+    assert b"__global__" not in library
+    assert library_images(library) == [GpuImage("ptx", 87), GpuImage("sass", 87)]
+
+
+@pytest.mark.skipif(has_cuda_gpu(), reason="checks the refusal on a machine without a GPU")
+def test_tuning_for_a_gpu_needs_one_or_its_rpc_server():
+    from tvmc_mobilenet.compiler.tune import TuneConfig, tune_model
+    from tvmc_mobilenet.errors import TargetError
+
+    with pytest.raises(TargetError, match=r"measures kernels on an NVIDIA GPU and this machine has none"):
+        tune_model(TuneConfig(alpha=0.25, resolution=64, target="h100", trials=4))
+    with pytest.raises(TargetError, match=r"measured on the device itself: give --rpc-tracker .* --rpc-key jetson-orin-nano"):
+        tune_model(TuneConfig(alpha=0.25, resolution=64, target="jetson-orin-nano", trials=4))

@@ -50,20 +50,26 @@ def build_and_export(mod: Any, target: Any, cross_compiler: str | None = None) -
     """Compile one scheduled kernel and export it as a shared library; returns its path.
 
     Runs in a builder worker process. ``cross_compiler`` links libraries for another machine
-    (e.g. ``aarch64-linux-gnu-g++`` for a Raspberry Pi).
+    (e.g. ``aarch64-linux-gnu-g++`` for a Raspberry Pi or a Jetson's host side).
     """
     import tvm
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
+    from tvmc_mobilenet.compiler.build import _cuda_source_kept
+    from tvmc_mobilenet.compiler.cuda_binary import CompiledCudaPacker
+
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    runtime_module = tvm.compile(mod, target=target)
+    with _cuda_source_kept(target):
+        runtime_module = tvm.compile(mod, target=target)
     path = os.path.join(tempfile.mkdtemp(prefix="tvmc-mobilenet-candidate-"), "kernel.so")
     fcompile = None
     if cross_compiler:
         from tvm.support import cc
 
         fcompile = cc.cross_compiler(cross_compiler)
-    runtime_module.export_library(path, fcompile=fcompile)
+    # A CUDA kernel is compiled by nvcc into the library, as in artifacts: the device needs no compiler.
+    pack = CompiledCudaPacker(target) if target.kind.name == "cuda" else None
+    runtime_module.export_library(path, fcompile=fcompile, fpack_imports=pack)
     return path
 
 

@@ -132,6 +132,12 @@ def stoppable(strategy, stop: GracefulStop):
 CPU_UNROLL_STEPS = (0, 16, 64)
 
 
+def design_space(target):
+    """MetaSchedule's design space for the target: :func:`cpu_design_space` for LLVM targets, its
+    own defaults for CUDA (which include ``ApplyCustomRule``, hence our spaces)."""
+    return cpu_design_space() if target.kind.name == "llvm" else "post-order-apply"
+
+
 def cpu_design_space():
     """MetaSchedule's design space for LLVM targets, with the unroll limits above.
 

@@ -22,7 +22,7 @@ from typing import Any
 from tvmc_mobilenet.compiler.model_source import ModelOptions
 from tvmc_mobilenet.compiler.tasks import Task, parse_task_filter
 from tvmc_mobilenet.errors import BadInputError, TargetError, TuningError
-from tvmc_mobilenet.targets.registry import Measure, ResolvedTarget, require_buildable, resolve_target
+from tvmc_mobilenet.targets.registry import Device, Measure, ResolvedTarget, require_buildable, resolve_target
 
 REPORT_FILE = "tuning_report.json"
 #: One line per tune run (model, trials, seconds), appended: the history of a database.
@@ -36,6 +36,8 @@ SPACES = ("ours", "generic")
 @dataclass(frozen=True)
 class TuneConfig(ModelOptions):
     target: str = "host"
+    #: GPU architecture (``sm_XX``) of a CUDA target; default: the target's, or the local GPU's.
+    cuda_arch: str | None = None
     #: Total trials wanted for this model's tasks, counting records already in the database.
     trials: int = 1000
     work_dir: Path | None = None
@@ -161,7 +163,7 @@ def tune_model(
     on_progress: Callable[[TuneProgress], None] = lambda _p: None,
 ) -> TuneResult:
     started = time.time()
-    target = resolve_target(config.target)
+    target = resolve_target(config.target, config.cuda_arch)
     rpc = _require_tunable(target, config)
     from tvmc_mobilenet.compiler.tuning_db import default_database_dir, exclusive_lock, open_tuning_database
 
@@ -180,6 +182,11 @@ def _require_tunable(target: ResolvedTarget, config: TuneConfig):
     require_buildable(target)
     rpc = RpcTarget.from_options(config.rpc_tracker, config.rpc_key, None, None, call_timeout=config.timeout)
     remote = target.spec.measure is not Measure.LOCAL or not target.runs_here
+    if remote and rpc is None and target.spec.device is Device.CUDA and target.spec.measure is Measure.LOCAL:
+        raise TargetError(
+            f"tuning {target.name!r} measures kernels on an NVIDIA GPU and this machine has none: run tune on the GPU machine, "
+            "or give --rpc-tracker HOST[:PORT] --rpc-key KEY of a GPU's TVM RPC server"
+        )
     if remote and rpc is None:
         key = target.spec.rpc_key or "KEY"
         raise TargetError(
@@ -367,7 +374,7 @@ def _run_search(config: TuneConfig, tasks: list[Task], database, remaining: int,
 
     from tvmc_mobilenet.compiler.measure import register_cpu_tensor_intrinsics
     from tvmc_mobilenet.schedules import register_design_spaces
-    from tvmc_mobilenet.compiler.search import batchwise_gradient, cpu_design_space, evolutionary_search, plan_budget, stoppable
+    from tvmc_mobilenet.compiler.search import batchwise_gradient, design_space, evolutionary_search, plan_budget, stoppable
 
     _quiet_metaschedule()
     register_cpu_tensor_intrinsics()
@@ -377,7 +384,7 @@ def _run_search(config: TuneConfig, tasks: list[Task], database, remaining: int,
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             [t.extracted for t in tasks],
             work_dir=str(database.path),
-            space=cpu_design_space(),
+            space=design_space(tasks[0].extracted.target),
             strategy=stoppable(evolutionary_search(per_iter), stop),
             num_threads=measure.search_threads,
             seed=config.search_seed,

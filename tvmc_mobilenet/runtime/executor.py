@@ -225,21 +225,45 @@ def load_local(artifact: Artifact) -> LoadedModel:
     """Load the artifact's (sha256-checked) library on this machine."""
     import tvm
 
-    if artifact.device != "cpu":
-        raise ArtifactError(
-            f"artifact {str(artifact.path)!r} was built for a {artifact.device} device "
-            f"({artifact.target_name}); it cannot run on this machine's CPU"
-        )
+    if artifact.device not in ("cpu", "cuda"):
+        raise ArtifactError(f"artifact {str(artifact.path)!r} was built for a {artifact.device} device, which this tool cannot run")
     if not _same_arch(artifact):
         raise ArtifactError(
             f"artifact {str(artifact.path)!r} was built for {artifact.target_name} and cannot run on this machine; "
             "run it on the device with --rpc-tracker/--rpc-key or --rpc-host/--rpc-port"
         )
+    if artifact.device == "cuda":
+        _require_gpu_for(artifact)
     use_all_cores()
     workdir = tempfile.TemporaryDirectory(prefix="tvmc-mobilenet-")
     lib_path = artifact.extract_library(Path(workdir.name))
     module = tvm.runtime.load_module(str(lib_path))
-    return LoadedModel(module, tvm.cpu(0), artifact.input_shape, artifact.input_dtype, holder=workdir)
+    device = tvm.cuda(0) if artifact.device == "cuda" else tvm.cpu(0)
+    return LoadedModel(module, device, artifact.input_shape, artifact.input_dtype, holder=workdir)
+
+
+def _require_gpu_for(artifact: Artifact) -> None:
+    """A CUDA artifact needs a GPU here at least as new as its architecture (its PTX lets the
+    driver compile it for a newer one, nothing runs it on an older one)."""
+    from tvmc_mobilenet.targets.registry import local_cuda_arch
+
+    built_for = str(artifact.manifest["target"].get("tvm", {}).get("arch", ""))
+    local = local_cuda_arch()
+    if local is None:
+        raise ArtifactError(
+            f"artifact {str(artifact.path)!r} was built for an NVIDIA GPU ({artifact.target_name}, {built_for}) and this machine "
+            "has none (or no CUDA driver); run it on the device with --rpc-tracker/--rpc-key or --rpc-host/--rpc-port"
+        )
+    if _arch_number(local) < _arch_number(built_for):
+        raise ArtifactError(
+            f"artifact {str(artifact.path)!r} was built for {built_for}; this machine's GPU is {local}, which cannot run it; "
+            f"rebuild with --target cuda --arch {local}"
+        )
+
+
+def _arch_number(arch: str) -> int:
+    digits = "".join(ch for ch in arch if ch.isdigit())
+    return int(digits) if digits else 0
 
 
 def load_remote(artifact: Artifact, rpc) -> LoadedModel:
@@ -267,7 +291,9 @@ def load_remote(artifact: Artifact, rpc) -> LoadedModel:
 def _same_arch(artifact: Artifact) -> bool:
     import platform
 
-    triple = str(artifact.manifest["target"].get("tvm", {}).get("mtriple", ""))
+    target = artifact.manifest["target"].get("tvm", {})
+    cpu_side = target.get("host", {}) if artifact.device == "cuda" else target
+    triple = str(cpu_side.get("mtriple", ""))
     return not triple or triple.startswith(platform.machine())
 
 
