@@ -128,9 +128,13 @@ def test_output_that_is_a_directory(tmp_path):
         build_model(BuildConfig(**TINY, output=tmp_path))
 
 
-def test_unsupported_target_is_refused_before_work(tmp_path):
-    with pytest.raises(TargetError, match=r"target 'a100': CUDA builds .* not supported yet"):
+def test_a_target_that_cannot_be_built_is_refused_before_work(tmp_path, monkeypatch):
+    with pytest.raises(TargetError, match=r"CUDA architecture 'sm9' is not of the form sm_XX"):
+        build_model(BuildConfig(**TINY, target="cuda", cuda_arch="sm9", output=tmp_path / "m.tar"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvcc
+    with pytest.raises(TargetError, match=r"compile their kernels with nvcc, which is not on PATH"):
         build_model(BuildConfig(**TINY, target="a100", output=tmp_path / "m.tar"))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_cross_compiler_names_the_package(tmp_path, monkeypatch):

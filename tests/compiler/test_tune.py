@@ -145,7 +145,7 @@ def test_killed_tune_is_resumed_to_the_requested_total(tmp_path):
         (dict(timeout=0), BadInputError, r"--timeout must be between 1 and 3600 seconds"),
         (dict(tasks="winograd"), BadInputError, r"unknown task kind 'winograd'"),
         (dict(target="rasp4b"), TargetError, r"measured on the device itself: give --rpc-tracker"),
-        (dict(target="a100"), TargetError, r"not supported yet"),
+        (dict(target="jetson-orin-nano"), TargetError, r"measured on the device itself: .*--rpc-key jetson-orin-nano"),
         (dict(resume=True), TuningError, r"--resume: there is no earlier tune in .* to continue"),
     ],
 )

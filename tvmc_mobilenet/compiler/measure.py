@@ -172,6 +172,16 @@ def rpc_runner(rpc, timeout_sec: float, max_workers: int):
     return runner
 
 
+def register_tensor_intrinsics(target) -> None:
+    """The tensor intrinsics MetaSchedule's rules for ``target`` look up: the CPU ones, and for a
+    CUDA target also CUDA's (its tensor-core rule asks for the WMMA intrinsics)."""
+    import importlib
+
+    register_cpu_tensor_intrinsics()
+    if target.kind.name == "cuda":
+        importlib.import_module("tvm.s_tir.tensor_intrin.cuda")
+
+
 def register_cpu_tensor_intrinsics() -> None:
     """Register the CPU tensor intrinsics without the other backends' (saves ~20 s per tune).
 

@@ -372,12 +372,12 @@ def _measurement(target: ResolvedTarget, rpc, config: TuneConfig, log) -> _Measu
 def _run_search(config: TuneConfig, tasks: list[Task], database, remaining: int, measure: _Measurement, progress, stop) -> None:
     from tvm.s_tir import meta_schedule as ms
 
-    from tvmc_mobilenet.compiler.measure import register_cpu_tensor_intrinsics
+    from tvmc_mobilenet.compiler.measure import register_tensor_intrinsics
     from tvmc_mobilenet.schedules import register_design_spaces
     from tvmc_mobilenet.compiler.search import batchwise_gradient, design_space, evolutionary_search, plan_budget, stoppable
 
     _quiet_metaschedule()
-    register_cpu_tensor_intrinsics()
+    register_tensor_intrinsics(tasks[0].extracted.target)
     register_design_spaces(tasks[0].extracted.target, generic=config.space == "generic")
     per_iter, max_per_task = plan_budget(remaining, len(tasks))
     with _foreign_log_handlers_set_aside():
