@@ -112,12 +112,13 @@ def targets(as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(title="Targets (any TVM tag or JSON target dict works too; --json shows the TVM targets)")
-    for col in ("name", "description", "linker", "RPC key", "status"):
+    for col in ("name", "description", "compilers", "RPC key", "status"):
         table.add_column(col, no_wrap=col != "description")
     for t in TARGETS:
         names = ", ".join((t.name, *t.aliases))
         status = "ready" if t.unsupported_reason is None else "not yet"
-        table.add_row(names, t.description, t.cross_compiler or "g++", t.rpc_key or "-", status)
+        compilers = ("nvcc + " if t.device.value == "cuda" else "") + (t.cross_compiler or "g++")
+        table.add_row(names, t.description, compilers, t.rpc_key or "-", status)
     _console().print(table)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from tvmc_mobilenet.errors import TargetError
 from tvmc_mobilenet.targets.host import host_cores, host_target_json
-from tvmc_mobilenet.compiler.cuda_binary import nvcc_architectures
+from tvmc_mobilenet.targets.toolchain import nvcc_architectures
 from tvmc_mobilenet.targets.registry import TARGETS, Device, Measure, local_cuda_arch, require_buildable, resolve_target
 
 

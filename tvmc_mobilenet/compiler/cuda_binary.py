@@ -20,15 +20,13 @@ strictly: anything unexpected raises instead of writing a library that would not
 from __future__ import annotations
 
 import re
-import shutil
 import struct
-import subprocess
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tvmc_mobilenet.errors import TargetError, TvmcMobilenetError
+from tvmc_mobilenet.errors import TvmcMobilenetError
+from tvmc_mobilenet.targets.toolchain import parse_arch, require_nvcc_for
 
 if TYPE_CHECKING:
     import tvm
@@ -38,7 +36,6 @@ BLOB_SYMBOL = "__tvm_ffi__library_bin"
 _DSO_KEY = b"_lib"
 _CUDA_KIND = b"cuda"
 _FATBIN_MAGIC = 0xBA55ED50
-_ARCH = re.compile(r"^sm_(\d+)([a-z]?)$")
 
 
 class CudaCompileError(TvmcMobilenetError):
@@ -56,43 +53,6 @@ class GpuImage:
 
     def __str__(self) -> str:
         return f"sm_{self.arch}" if self.kind == "sass" else f"compute_{self.arch}"
-
-
-def parse_arch(arch: str) -> tuple[int, str]:
-    """``"sm_90a"`` → ``(90, "a")``; a clear error for anything else."""
-    match = _ARCH.match(arch.strip())
-    if match is None:
-        raise TargetError(f"CUDA architecture {arch!r} is not of the form sm_XX (e.g. sm_87, sm_90)")
-    return int(match.group(1)), match.group(2)
-
-
-@lru_cache(maxsize=1)
-def nvcc_architectures() -> tuple[str, ...]:
-    """The real architectures this machine's nvcc compiles for (``nvcc --list-gpu-code``)."""
-    nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        return ()
-    try:
-        proc = subprocess.run([nvcc, "--list-gpu-code"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return ()
-    return tuple(line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("sm_"))
-
-
-def require_nvcc_for(arch: str) -> None:
-    """Raise unless nvcc is installed and compiles for ``arch``."""
-    parse_arch(arch)
-    if shutil.which("nvcc") is None:
-        raise TargetError(
-            "CUDA targets compile their kernels with nvcc, which is not on PATH; install the CUDA toolkit (nvcc) and try again"
-        )
-    supported = nvcc_architectures()
-    number, _suffix = parse_arch(arch)
-    if supported and f"sm_{number}" not in supported:
-        raise TargetError(
-            f"this nvcc cannot compile for {arch} (it supports {', '.join(supported)}); "
-            "use a CUDA toolkit that still supports it (CUDA 12 for sm_72 and older)"
-        )
 
 
 def gencode_flags(arch: str) -> list[str]:

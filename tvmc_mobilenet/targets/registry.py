@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Any
 
 from tvmc_mobilenet.errors import TargetError
+from tvmc_mobilenet.targets.toolchain import parse_arch, require_nvcc_for
 
 #: Placeholder for the host's TVM target, which is detected (see :mod:`.host`).
 HOST_TARGET = "host"
@@ -80,7 +81,7 @@ _JETSON = dict(
     cross_compiler="aarch64-linux-gnu-g++",
     cross_compiler_package="g++-aarch64-linux-gnu",
 )
-_DATACENTER_GPU = {
+_NVIDIA_GPU = {
     "kind": "cuda",
     "max_num_threads": 1024,
     "max_threads_per_block": 1024,  # MetaSchedule's GPU rules need it
@@ -93,7 +94,7 @@ _DATACENTER_GPU = {
 def _jetson(arch: str, cpu: str, cores: int) -> dict[str, Any]:
     """A Jetson: its GPU, and its aarch64 CPU as the host (TVM's tags give Orin the wrong CPU)."""
     host = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": cpu, "mattr": ["+neon"], "num-cores": cores}
-    return {**_DATACENTER_GPU, "arch": arch, "host": host}
+    return {**_NVIDIA_GPU, "arch": arch, "host": host}
 
 
 TARGETS: tuple[TargetSpec, ...] = (
@@ -172,7 +173,7 @@ TARGETS: tuple[TargetSpec, ...] = (
     TargetSpec(
         name="cuda",
         description="The local NVIDIA GPU (architecture detected, or given with --arch sm_XX)",
-        tvm_target=_DATACENTER_GPU,  # no "arch": TVM would put sm_50 there when it finds no GPU
+        tvm_target=_NVIDIA_GPU,  # no "arch": TVM would put sm_50 there when it finds no GPU
         device=Device.CUDA,
     ),
     TargetSpec(
@@ -186,7 +187,7 @@ TARGETS: tuple[TargetSpec, ...] = (
         description="NVIDIA H100 / H200 (sm_90)",
         # TVM's tag says sm_90a, whose code runs on sm_90 only and carries no portable PTX; our
         # kernels use no sm_90a-only instruction.
-        tvm_target={**_DATACENTER_GPU, "arch": "sm_90", "l2_cache_size_bytes": 52428800},
+        tvm_target={**_NVIDIA_GPU, "arch": "sm_90", "l2_cache_size_bytes": 52428800},
         device=Device.CUDA,
         aliases=("h200",),
     ),
@@ -260,8 +261,6 @@ def resolve_target(name_or_target: str, cuda_arch: str | None = None) -> Resolve
     if cuda_arch is not None and spec.device is not Device.CUDA:
         raise TargetError(f"--arch {cuda_arch} sets a GPU architecture, but {spec.name!r} is a {spec.device.value} target")
     if spec.device is Device.CUDA and (cuda_arch is not None or _lacks_arch(spec.tvm_target)):
-        from tvmc_mobilenet.compiler.cuda_binary import parse_arch
-
         arch = cuda_arch.strip() if cuda_arch is not None else local_cuda_arch()
         if arch is None:  # left for require_buildable to refuse, with what to do
             return ResolvedTarget(spec, dict(spec.tvm_target) if isinstance(spec.tvm_target, dict) else {"kind": "cuda"})
@@ -345,8 +344,6 @@ def require_buildable(resolved: ResolvedTarget) -> None:
                 f"target {spec.name!r} needs a GPU architecture and no NVIDIA GPU was found here to detect it; "
                 "give one with --arch sm_XX (e.g. sm_87 for Jetson Orin, sm_90 for H100/H200)"
             )
-        from tvmc_mobilenet.compiler.cuda_binary import require_nvcc_for
-
         require_nvcc_for(str(arch))
     if spec.cross_compiler and shutil.which(spec.cross_compiler) is None:
         raise TargetError(
