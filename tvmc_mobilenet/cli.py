@@ -407,6 +407,76 @@ def _print_profile(rows) -> None:
     _console().print(table)
 
 
+@cli.command()
+@click.option("--target", "-t", default="host", show_default=True, help="Registry name, TVM tag, or JSON target dict.")
+@click.option("--arch", "cuda_arch", metavar="sm_XX", help="GPU architecture of a CUDA target.")
+@click.option("--alphas", default="1,0.75,0.5,0.25", show_default=True, help="Width multipliers, comma-separated.")
+@click.option("--resolutions", default="224,192,160,128", show_default=True, help="Resolutions, comma-separated.")
+@click.option("--trials-per-model", type=int, default=0, show_default=True, help="Tuning trials per model (0: untuned).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("sweep"),
+    show_default=True,
+    help="Directory for sweep.json/.csv, plots, report.md, artifacts and the shared tuning database.",
+)
+@click.option("--repeat", type=click.IntRange(1, 10000), default=10, show_default=True, help="Timed samples per model.")
+@click.option("--number", type=click.IntRange(1, 10000), default=5, show_default=True, help="Runs per sample.")
+@_rpc_options
+def sweep(target, cuda_arch, alphas, resolutions, trials_per_model, out, repeat, number, **rpc):
+    """Build (and tune) every α × resolution model, measure each on the target, report the trade-off.
+
+    Results are rewritten after every model; run the same command again to resume.
+    """
+    from tvmc_mobilenet.sweep.run import SweepConfig, parse_list, run_sweep
+
+    config = SweepConfig(
+        target=target,
+        cuda_arch=cuda_arch,
+        alphas=parse_list(alphas, float, "--alphas"),
+        resolutions=parse_list(resolutions, int, "--resolutions"),
+        trials_per_model=trials_per_model,
+        out=out,
+        repeat=repeat,
+        number=number,
+        **rpc,
+    )
+    err = _console(stderr=True)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[now]}"), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:  # the log lines and the table stay
+        bar_id = bar.add_task("sweep", total=len(config.grid), now="")
+
+        def on_progress(p) -> None:
+            bar.update(bar_id, completed=p.index, now=f"{p.name}: {p.stage}")
+
+        result = run_sweep(config, log=lambda m: err.print(f"• {m}"), on_progress=on_progress)
+        bar.update(bar_id, completed=len(config.grid), now="done")
+    _print_sweep(result)
+
+
+def _print_sweep(result) -> None:
+    from rich.table import Table
+
+    from tvmc_mobilenet.sweep.report import TABLE_HEADER, table_rows
+
+    table = Table(title=f"MobileNet v1 on {result.config.target} (top-1: published; * TF-slim release)")
+    for col in TABLE_HEADER:
+        table.add_column(col, justify="right")
+    for cells in table_rows(result):
+        table.add_row(*cells)
+    console = _console()
+    console.print(table)
+    if result.transfer:
+        t = result.transfer
+        console.print(
+            f"tuning shared across the grid: {t['distinct_tasks']} distinct tasks among {t['tasks_summed_over_models']}; "
+            f"{t['trials_reused_from_other_models']} trials reused (~{t['estimated_seconds_saved']:.0f} s saved)"
+        )
+    console.print(f"results: {result.config.out}/sweep.json, sweep.csv, report.md (+ plots)")
+
+
 @cli.group()
 def device() -> None:
     """An emulated aarch64 board and TVM's RPC tracker, to try remote runs without hardware."""

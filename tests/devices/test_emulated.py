@@ -208,3 +208,14 @@ def test_device_lost_mid_tune_keeps_every_record(lab, tmp_path):
     kept = open_tuning_database(work).database.get_all_tuning_records()
     assert len(kept) >= 2  # what was measured before the device died is all there
     assert sum(1 for r in kept if max(float(s) for s in r.run_secs) < 1e9) >= 2
+
+
+def test_sweep_of_two_models_measured_on_the_emulated_board(lab, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--target", "rasp4b", "--alphas", "0.25", "--resolutions", "64,32", "--out", str(out)]
+    code = main([*args, "--repeat", "1", "--number", "1", *tracker_args(lab)])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert [(r["alpha"], r["resolution"]) for r in rows] == [(0.25, 64), (0.25, 32)]
+    assert all(r["verification"] == "passed on the target" and r["latency_median_ms"] > 0 for r in rows)
+    assert (out / "report.md").read_text().startswith("# MobileNet v1 α × resolution sweep on `rasp4b`")
