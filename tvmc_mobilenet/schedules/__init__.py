@@ -64,6 +64,17 @@ def default_schedule_pass(target: tvm.target.Target) -> tvm.transform.Pass:
     return dlight.ApplyDefaultSchedule(*DEFAULT_RULES[kind]())
 
 
+def default_schedule(func, target: tvm.target.Target):
+    """The traced schedule :func:`default_schedule_pass` gives one kernel (the first default rule
+    that applies), or None when no rule applies."""
+    for rule in DEFAULT_RULES.get(target.kind.name, list)():
+        with target:
+            sch = rule.apply(func, target, False)
+        if sch is not None:
+            return sch
+    return None
+
+
 def _cpu_spaces() -> dict[str, Callable]:
     from tvmc_mobilenet.schedules.cpu.depthwise import Depthwise
     from tvmc_mobilenet.schedules.cpu.pointwise import Pointwise

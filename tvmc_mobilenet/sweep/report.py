@@ -104,12 +104,24 @@ def plot_png(result: SweepResult, kind: str) -> bytes:
         ax.set_ylabel("published ImageNet top-1 (%)")
         ax.set_title(f"MobileNet v1: published accuracy vs latency on {target}")
         ax.legend(title="labels: resolution")
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() == "log":
+            _plain_log_ticks(axis)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def _plain_log_ticks(axis) -> None:
+    """Ticks at 1, 2, 5 × 10^k labelled as plain numbers (0.5, 2, 100), not 5×10⁻¹."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def table_rows(result: SweepResult) -> list[list[str]]:

@@ -131,6 +131,16 @@ class SweepResult:
         }
 
 
+def load_result(path: Path) -> SweepResult:
+    """A ``sweep.json`` read back (e.g. to redraw its plots with ``write_results``)."""
+    payload = json.loads(Path(path).read_text())
+    settings = dict(payload["config"])
+    settings.update(alphas=tuple(settings["alphas"]), resolutions=tuple(settings["resolutions"]), out=Path(settings["out"]))
+    rows = [SweepRow(**row) for row in payload["rows"]]
+    config = SweepConfig(**settings)
+    return SweepResult(config, rows, payload.get("resumed_models", 0), payload.get("seconds", 0.0), payload.get("transfer", {}))
+
+
 def run_sweep(
     config: SweepConfig,
     log: Callable[[str], None] = lambda _m: None,
