@@ -156,8 +156,11 @@ def cpu_design_space():
     return ms.space_generator.PostOrderApply(sch_rules=rules, postprocs=ms.Postproc.create("llvm"), mutator_probs=ms.Mutator.create("llvm"))
 
 
-def batchwise_gradient(seed: int | None = None, alpha: float = 0.2, window: int = 3):
+def batchwise_gradient(seed: int | None = None, alpha: float = 0.2, window: int = 3, seeded: frozenset[int] = frozenset()):
     """MetaSchedule's gradient-based task choice, collecting each batch right after it runs.
+
+    ``seeded`` tasks already have a measured record (our default schedule): the first round
+    gives the other tasks their first batch before them, so a small budget reaches every task.
 
     The rule is MetaSchedule's ``GradientBased`` (same ``alpha`` and ``window``): after one batch
     for every task, the next task is the one whose weighted latency is expected to drop most,
@@ -186,8 +189,9 @@ def batchwise_gradient(seed: int | None = None, alpha: float = 0.2, window: int 
             alive = [i for i, record in enumerate(records) if not record.is_terminated]
             if not alive:
                 return -1
-            while self.rounds < len(records):  # first round: every task once
-                task_id = self.rounds
+            first_round = [i for i in range(len(records)) if i not in seeded] + [i for i in range(len(records)) if i in seeded]
+            while self.rounds < len(records):  # first round: every task once, unseeded ones first
+                task_id = first_round[self.rounds]
                 self.rounds += 1
                 if task_id in alive:
                     return task_id

@@ -381,9 +381,11 @@ def _run_search(config: TuneConfig, tasks: list[Task], database, remaining: int,
     register_design_spaces(tasks[0].extracted.target, generic=config.space == "generic")
     builder = measure.make_builder()
     runner = measure.make_runner()
+    seeded: list[int] = []
     if config.space == "ours":
         try:
-            remaining -= measure_default_schedules(tasks, database.database, builder, runner, remaining, progress.update)
+            seeded = measure_default_schedules(tasks, database.database, builder, runner, remaining, progress.update)
+            remaining -= len(seeded)
         except BaseException:
             builder.shutdown()
             runner.pool.shutdown()
@@ -418,7 +420,7 @@ def _run_search(config: TuneConfig, tasks: list[Task], database, remaining: int,
                 database=database.database,
                 cost_model="xgb",
                 measure_callbacks=callbacks,
-                task_scheduler=batchwise_gradient(seed=config.search_seed),
+                task_scheduler=batchwise_gradient(seed=config.search_seed, seeded=frozenset(seeded)),
             )
     finally:
         builder.shutdown()
@@ -426,11 +428,11 @@ def _run_search(config: TuneConfig, tasks: list[Task], database, remaining: int,
         progress.time_breakdown = {name: round(float(secs), 2) for name, secs in profiler.get().items()}
 
 
-def measure_default_schedules(tasks: list[Task], database, builder, runner, budget: int, on_measured=lambda _i, _results: None) -> int:
+def measure_default_schedules(tasks: list[Task], database, builder, runner, budget: int, on_measured=lambda _i, _r: None) -> list[int]:
     """Measure our default schedule of each task in our design spaces that has no record yet, and
     commit it as the task's first record. The search then starts from it, and the best record a
     build applies is never a schedule slower than the one an untuned build would use (at small
-    budgets MetaSchedule's first random samples often are). Returns the trials spent (≤ budget);
+    budgets MetaSchedule's first random samples often are). Returns the indices of the tasks measured (one trial each, ≤ budget);
     ``on_measured(task index, [RunnerResult])`` sees each measurement.
     """
     from tvm import s_tir
@@ -453,7 +455,7 @@ def measure_default_schedules(tasks: list[Task], database, builder, runner, budg
         sch.trace.apply_to_schedule(replay, remove_postproc=False)
         jobs.append((index, task, workload, replay, ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])))
     if not jobs:
-        return 0
+        return []
     built = builder.build([ms.builder.BuilderInput(replay.mod, task.extracted.target) for _, task, _, replay, _ in jobs])
     inputs, measured = [], []
     for job, build in zip(jobs, built, strict=True):
@@ -468,7 +470,7 @@ def measure_default_schedules(tasks: list[Task], database, builder, runner, budg
         if result.error_msg is None and result.run_secs:
             database.commit_tuning_record(ms.database.TuningRecord(replay.trace, workload, result.run_secs, task.extracted.target, args))
         on_measured(index, [result])
-    return len(jobs)
+    return [job[0] for job in jobs]
 
 
 class _ProgressTracker:
