@@ -429,10 +429,11 @@ def _run_search(config: TuneConfig, tasks: list[Task], database, remaining: int,
 
 
 def measure_default_schedules(tasks: list[Task], database, builder, runner, budget: int, on_measured=lambda _i, _r: None) -> list[int]:
-    """Measure our default schedule of each task in our design spaces that has no record yet, and
-    commit it as the task's first record. The search then starts from it, and the best record a
-    build applies is never a schedule slower than the one an untuned build would use (at small
-    budgets MetaSchedule's first random samples often are). Returns the indices of the tasks measured (one trial each, ≤ budget);
+    """Measure our default schedule of each task that has no record yet (the one an untuned build
+    uses), and commit it as the task's first record. The search then starts from it, and a build
+    never applies a schedule measured slower than the untuned build's: at small budgets
+    MetaSchedule's first random samples often are slower, in our spaces and the generic one.
+    Returns the indices of the tasks measured (one trial each, ≤ budget);
     ``on_measured(task index, [RunnerResult])`` sees each measurement.
     """
     from tvm import s_tir
@@ -442,8 +443,8 @@ def measure_default_schedules(tasks: list[Task], database, builder, runner, budg
 
     jobs = []
     for index, task in enumerate(tasks):
-        if len(jobs) >= budget or task.space == "generic":
-            continue
+        if len(jobs) >= budget:
+            break
         workload = database.commit_workload(task.mod)
         if database.get_top_k(workload, 1):
             continue  # tuned before (an earlier run, or another model of a sweep)
