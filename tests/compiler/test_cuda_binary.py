@@ -55,7 +55,7 @@ def small_cuda_module(target):
     from tvm import relax
     from tvm.script import relax as R
 
-    from tvmc_mobilenet.compiler.build import _cuda_source_kept
+    from tvmc_mobilenet.compiler.cuda_binary import keep_cuda_source
     from tvmc_mobilenet.compiler.passes import legalize_and_fuse, lower, schedule
 
     bb = relax.BlockBuilder()
@@ -66,7 +66,7 @@ def small_cuda_module(target):
             out = bb.emit_output(bb.emit(relax.op.nn.relu(y)))
         bb.emit_func_output(out)
     scheduled = schedule(legalize_and_fuse(bb.get(), target), target)
-    with _cuda_source_kept(target):
+    with keep_cuda_source(target):
         return tvm.compile(scheduled, target=target, relax_pipeline=lower(target))
 
 

@@ -77,9 +77,9 @@ def conv_kernel_of(mod: tvm.IRModule) -> tuple[str, tvm.tirx.PrimFunc]:
 
 def cuda_source(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> str:
     """CUDA source of one scheduled kernel, as TVM generates it for ``target``."""
-    from tvmc_mobilenet.compiler.build import _cuda_source_kept
+    from tvmc_mobilenet.compiler.cuda_binary import keep_cuda_source
 
-    with _cuda_source_kept(target):
+    with keep_cuda_source(target):
         lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
     (device,) = [m for m in lib.imports if m.kind == "cuda"]
     return device.inspect_source()

@@ -6,9 +6,7 @@ Nothing is written unless every step succeeded, verification included.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
-import os
 import platform
 import tempfile
 import time
@@ -36,8 +34,6 @@ from tvmc_mobilenet.runtime.executor import RELATIVE_TOLERANCE, compare_outputs
 from tvmc_mobilenet.targets.registry import Device, Measure, ResolvedTarget, require_buildable, resolve_target
 
 LIBRARY_FILE = "model.so"
-#: TVM's switch that keeps CUDA source in built modules (its "fallback" module).
-FORCE_FALLBACK = "TVM_COMPILE_FORCE_FALLBACK"
 
 
 @dataclass(frozen=True)
@@ -217,28 +213,11 @@ def _compile(mod, tvm_target, database):
                 "args": [[[int(d) for d in p.shape], str(p.dtype)] for p in final.params],
             }
         )
-    with _cuda_source_kept(tvm_target):
+    from tvmc_mobilenet.compiler.cuda_binary import keep_cuda_source
+
+    with keep_cuda_source(tvm_target):
         executable = tvm.compile(scheduled, target=tvm_target, relax_pipeline=lower(tvm_target))
     return executable, tuned, kernels, layout
-
-
-@contextlib.contextmanager
-def _cuda_source_kept(tvm_target):
-    """Make TVM keep the CUDA source in the module even where its CUDA runtime is linked (a GPU
-    machine), instead of compiling it with NVRTC: :func:`_export` compiles it, the same way on
-    every machine (see :mod:`tvmc_mobilenet.compiler.cuda_binary`)."""
-    if tvm_target.kind.name != "cuda":
-        yield
-        return
-    saved = os.environ.get(FORCE_FALLBACK)
-    os.environ[FORCE_FALLBACK] = "1"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(FORCE_FALLBACK, None)
-        else:
-            os.environ[FORCE_FALLBACK] = saved
 
 
 def _export(executable, lib_path: Path, target: ResolvedTarget) -> dict[str, Any] | None:

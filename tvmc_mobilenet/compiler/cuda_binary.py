@@ -19,6 +19,8 @@ strictly: anything unexpected raises instead of writing a library that would not
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import struct
 from dataclasses import dataclass
@@ -31,11 +33,32 @@ from tvmc_mobilenet.targets.toolchain import parse_arch, require_nvcc_for
 if TYPE_CHECKING:
     import tvm
 
+#: TVM's switch that keeps CUDA source in built modules (its "fallback" module).
+FORCE_FALLBACK = "TVM_COMPILE_FORCE_FALLBACK"
 #: The import blob's symbol; ``export_library`` prefixes it for system libraries.
 BLOB_SYMBOL = "__tvm_ffi__library_bin"
 _DSO_KEY = b"_lib"
 _CUDA_KIND = b"cuda"
 _FATBIN_MAGIC = 0xBA55ED50
+
+
+@contextlib.contextmanager
+def keep_cuda_source(target: tvm.target.Target):
+    """Make TVM keep the CUDA source in the module even where its CUDA runtime is linked (a GPU
+    machine), instead of compiling it with NVRTC: the export compiles it with nvcc, the same way
+    on every machine. No effect for other targets."""
+    if target.kind.name != "cuda":
+        yield
+        return
+    saved = os.environ.get(FORCE_FALLBACK)
+    os.environ[FORCE_FALLBACK] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(FORCE_FALLBACK, None)
+        else:
+            os.environ[FORCE_FALLBACK] = saved
 
 
 class CudaCompileError(TvmcMobilenetError):

@@ -55,11 +55,10 @@ def build_and_export(mod: Any, target: Any, cross_compiler: str | None = None) -
     import tvm
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
-    from tvmc_mobilenet.compiler.build import _cuda_source_kept
-    from tvmc_mobilenet.compiler.cuda_binary import CompiledCudaPacker
+    from tvmc_mobilenet.compiler.cuda_binary import CompiledCudaPacker, keep_cuda_source
 
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    with _cuda_source_kept(target):
+    with keep_cuda_source(target):
         runtime_module = tvm.compile(mod, target=target)
     path = os.path.join(tempfile.mkdtemp(prefix="tvmc-mobilenet-candidate-"), "kernel.so")
     fcompile = None

@@ -381,32 +381,25 @@ def _run_search(config: TuneConfig, tasks: list[Task], database, remaining: int,
     register_design_spaces(tasks[0].extracted.target, generic=config.space == "generic")
     builder = measure.make_builder()
     runner = measure.make_runner()
-    seeded: list[int] = []
-    if config.space == "ours":
-        try:
-            seeded = measure_default_schedules(tasks, database.database, builder, runner, remaining, progress.update)
-            remaining -= len(seeded)
-        except BaseException:
-            builder.shutdown()
-            runner.pool.shutdown()
-            raise
-        if remaining <= 0 or stop.requested:
-            builder.shutdown()
-            runner.pool.shutdown()
-            return
-    per_iter, max_per_task = plan_budget(remaining, len(tasks))
-    with _foreign_log_handlers_set_aside():
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            [t.extracted for t in tasks],
-            work_dir=str(database.path),
-            space=design_space(tasks[0].extracted.target),
-            strategy=stoppable(evolutionary_search(per_iter), stop),
-            num_threads=measure.search_threads,
-            seed=config.search_seed,
-        )
-    callbacks = list(ms.MeasureCallback.create("default")) + [progress.callback()]
     profiler = ms.Profiler()
     try:
+        seeded: list[int] = []
+        if config.space == "ours":
+            seeded = measure_default_schedules(tasks, database.database, builder, runner, remaining, progress.update)
+            remaining -= len(seeded)
+            if remaining <= 0 or stop.requested:
+                return
+        per_iter, max_per_task = plan_budget(remaining, len(tasks))
+        with _foreign_log_handlers_set_aside():
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                [t.extracted for t in tasks],
+                work_dir=str(database.path),
+                space=design_space(tasks[0].extracted.target),
+                strategy=stoppable(evolutionary_search(per_iter), stop),
+                num_threads=measure.search_threads,
+                seed=config.search_seed,
+            )
+        callbacks = list(ms.MeasureCallback.create("default")) + [progress.callback()]
         with profiler:
             ms.tune_tasks(
                 tasks=contexts,

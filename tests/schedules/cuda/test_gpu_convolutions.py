@@ -122,13 +122,12 @@ def test_numerics_on_the_gpu(shape, tmp_path):
     import tvm
     from tvm import relax
 
-    from tvmc_mobilenet.compiler.build import _cuda_source_kept
-    from tvmc_mobilenet.compiler.cuda_binary import CompiledCudaPacker
+    from tvmc_mobilenet.compiler.cuda_binary import CompiledCudaPacker, keep_cuda_source
     from tvmc_mobilenet.compiler.passes import lower
 
     layer = Layer(*shape)
     target = resolve_target("cuda").tvm_target()
-    with _cuda_source_kept(target):
+    with keep_cuda_source(target):
         executable = tvm.compile(schedule(layer.fused(target), target), target, relax_pipeline=lower(target))
     library = tmp_path / "layer.so"
     executable.export_library(str(library), fpack_imports=CompiledCudaPacker(target))
