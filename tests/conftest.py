@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fault_ledger import KINDS, FaultLedger, report_path
 from tvmc_mobilenet.compiler.build import BuildConfig, build_model
 
 #: The smallest network that still has every layer type: α=0.25 at 96×96 (~8 M Mult-Adds).
@@ -23,6 +24,38 @@ EMULATOR_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") 
 def pytest_configure(config):
     """Keep the user's tuning databases out of the tests: a private cache directory per run."""
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="tvmc-mobilenet-test-cache-")
+
+
+#: Counts of the fault-injection suite (tests marked ``faults``), printed at the end of the session.
+FAULTS = FaultLedger()
+
+
+@pytest.fixture
+def fault_ledger() -> FaultLedger:
+    return FAULTS
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("faults")
+    if marker is None or not (report.when == "call" or (report.when == "setup" and not report.passed)):
+        return
+    kind = marker.args[0] if marker.args else None
+    if kind not in KINDS:
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.faults takes one of {KINDS}, got {kind!r}")
+    FAULTS.record(item.nodeid, kind, report)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not FAULTS.scenarios:
+        return
+    terminalreporter.write_sep("-", "fault injection")
+    terminalreporter.write_line(FAULTS.summary())
+    path = report_path(config.rootpath)
+    FAULTS.write(path)
+    terminalreporter.write_line(f"counts per scenario: {path}")
 
 
 @functools.cache

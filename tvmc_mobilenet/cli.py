@@ -422,11 +422,19 @@ def _print_profile(rows) -> None:
 )
 @click.option("--repeat", type=click.IntRange(1, 10000), default=10, show_default=True, help="Timed samples per model.")
 @click.option("--number", type=click.IntRange(1, 10000), default=5, show_default=True, help="Runs per sample.")
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, 1000),
+    default=3,
+    show_default=True,
+    help="Timing rounds over the whole grid; each model keeps its fastest round (other load on the machine only adds time).",
+)
 @_rpc_options
-def sweep(target, cuda_arch, alphas, resolutions, trials_per_model, out, repeat, number, **rpc):
-    """Build (and tune) every α × resolution model, measure each on the target, report the trade-off.
+def sweep(target, cuda_arch, alphas, resolutions, trials_per_model, out, repeat, number, rounds, **rpc):
+    """Build (and tune) every α × resolution model, measure them on the target, report the trade-off.
 
-    Results are rewritten after every model; run the same command again to resume.
+    Builds are recorded after every model; run the same command again to resume (built models are
+    kept, all are measured again).
     """
     from tvmc_mobilenet.sweep.run import SweepConfig, parse_list, run_sweep
 
@@ -439,6 +447,7 @@ def sweep(target, cuda_arch, alphas, resolutions, trials_per_model, out, repeat,
         out=out,
         repeat=repeat,
         number=number,
+        rounds=rounds,
         **rpc,
     )
     err = _console(stderr=True)

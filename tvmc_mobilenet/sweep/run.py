@@ -1,9 +1,20 @@
-"""The α × resolution sweep: build (and optionally tune) every model of a grid, measure each on
-the target, and keep the results as files after every model, so an interrupted sweep resumes.
+"""The α × resolution sweep: build (and optionally tune) every model of a grid, then measure them
+all on the target, and keep the results as files.
 
-Tuning shares one MetaSchedule database across the grid (``OUT/tuning``): a kernel shape that
-recurs in several models is tuned once, and a later model's budget counts the records an earlier
-one left (``tune``'s budget is "trials for this model's tasks, counting those already there").
+Two phases:
+
+1. **Build**, model by model: tune (with a trial budget), build, record the model in
+   ``OUT/built.json``. An interrupted sweep resumes here: models already built with the same
+   settings are kept. Tuning shares one MetaSchedule database across the grid (``OUT/tuning``):
+   a kernel shape that recurs in several models is tuned once, and a later model's budget counts
+   the records an earlier one left (``tune``'s budget is "trials for this model's tasks, counting
+   those already there").
+2. **Measure**, in interleaved rounds: every round checks and times every model once, and each
+   model's row takes its fastest round. On a shared machine (this project's CI hosts, a board
+   running other work) other load comes and goes in phases of tens of seconds and only ever adds
+   time; measuring one model right after another in a single pass puts whole models in a slow
+   phase, which bends the trade-off curves. Every run of the sweep measures all its models
+   again, so the figures it reports always come from one run.
 """
 
 from __future__ import annotations
@@ -11,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,6 +32,7 @@ from tvmc_mobilenet.model.accuracy import published_top1
 from tvmc_mobilenet.model.spec import ModelConfig, validate_alpha, validate_resolution
 
 RESULTS_JSON = "sweep.json"
+BUILT_JSON = "built.json"
 RESULTS_CSV = "sweep.csv"
 TUNING_DIR = "tuning"
 ARTIFACTS_DIR = "artifacts"
@@ -43,10 +55,12 @@ class SweepConfig:
     rpc_host: str | None = None
     rpc_port: int | None = None
     rpc_timeout: float = 600.0
-    #: Timing: ``repeat`` samples of ``number`` runs each, after ``warmup`` runs.
+    #: Timing: ``repeat`` samples of ``number`` runs each, after ``warmup`` runs, in each of
+    #: ``rounds`` rounds over the grid.
     repeat: int = 10
     number: int = 5
     warmup: int = 3
+    rounds: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -60,6 +74,8 @@ class SweepConfig:
             raise BadInputError(f"--trials-per-model must be 0 (untuned) or a positive integer, got {self.trials_per_model!r}")
         if self.repeat < 1 or self.number < 1 or self.warmup < 0:
             raise BadInputError(f"timing needs repeat ≥ 1, number ≥ 1, warmup ≥ 0 (got {self.repeat}, {self.number}, {self.warmup})")
+        if not isinstance(self.rounds, int) or self.rounds < 1:
+            raise BadInputError(f"--rounds must be a positive integer, got {self.rounds!r}")
 
     @property
     def grid(self) -> list[tuple[float, int]]:
@@ -67,7 +83,7 @@ class SweepConfig:
         return [(float(a), int(r)) for a in sorted(set(self.alphas), reverse=True) for r in sorted(set(self.resolutions), reverse=True)]
 
     def identity(self) -> dict[str, Any]:
-        """What must match for an earlier sweep's rows to be reused on resume."""
+        """What must match for an earlier sweep's builds to be reused on resume."""
         return {"target": self.target, "cuda_arch": self.cuda_arch, "trials_per_model": self.trials_per_model, "seed": self.seed}
 
     def to_json(self) -> dict[str, Any]:
@@ -75,8 +91,8 @@ class SweepConfig:
 
 
 @dataclass
-class SweepRow:
-    """One model of the grid, measured on the target."""
+class BuiltModel:
+    """One model of the grid, built (and tuned) for the target: the sweep's resume state."""
 
     alpha: float
     resolution: int
@@ -85,21 +101,33 @@ class SweepRow:
     params: int
     top1: float | None
     top1_source: str | None
-    latency_median_ms: float
-    latency_p90_ms: float
-    throughput_per_s: float
-    gflops: float
     trials_run: int
     trials_reused: int
     tuning_seconds: float
     build_seconds: float
     kernels_tuned: int
     kernels_total: int
-    verification: str
     artifact: str
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> BuiltModel:
+        return cls(**{f.name: payload[f.name] for f in fields(cls)})
+
+
+@dataclass
+class SweepRow(BuiltModel):
+    """One model of the grid, measured on the target (its fastest round)."""
+
+    latency_median_ms: float
+    latency_p90_ms: float
+    throughput_per_s: float
+    gflops: float
+    verification: str
+    #: The median of every round, in round order: how much the machine's load moved the figures.
+    latency_rounds_ms: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -137,6 +165,7 @@ def load_result(path: Path) -> SweepResult:
     settings = dict(payload["config"])
     settings.update(alphas=tuple(settings["alphas"]), resolutions=tuple(settings["resolutions"]), out=Path(settings["out"]))
     rows = [SweepRow(**row) for row in payload["rows"]]
+    settings.setdefault("rounds", 1)  # written before rounds existed
     config = SweepConfig(**settings)
     return SweepResult(config, rows, payload.get("resumed_models", 0), payload.get("seconds", 0.0), payload.get("transfer", {}))
 
@@ -146,7 +175,7 @@ def run_sweep(
     log: Callable[[str], None] = lambda _m: None,
     on_progress: Callable[[SweepProgress], None] = lambda _p: None,
 ) -> SweepResult:
-    """Build, (tune,) measure every model of the grid; results are rewritten after each model."""
+    """Build (tune) every model of the grid, then measure them all in interleaved rounds."""
     from tvmc_mobilenet.runtime.rpc import RpcTarget
     from tvmc_mobilenet.sweep.report import write_results
     from tvmc_mobilenet.targets.registry import require_buildable, resolve_target
@@ -164,20 +193,20 @@ def run_sweep(
             "(or --rpc-host/--rpc-port) of the device to measure them on"
         )
     out.mkdir(parents=True, exist_ok=True)
-    earlier = _earlier_rows(out / RESULTS_JSON, config, log)
-    rows: list[SweepRow] = []
+    earlier = _earlier_builds(out, config, log)
+    built: list[BuiltModel] = []
     transfer = _Transfer()
     grid = config.grid
     for index, (alpha, resolution) in enumerate(grid):
         name = _model_name(alpha, resolution)
         if (alpha, resolution) in earlier:
-            rows.append(earlier[(alpha, resolution)])
-            log(f"{name}: measured in an earlier run of this sweep, kept")
+            built.append(earlier[(alpha, resolution)])
+            log(f"{name}: built in an earlier run of this sweep, kept")
             continue
         progress = lambda stage, name=name, index=index: on_progress(SweepProgress(index, len(grid), name, stage))  # noqa: E731
-        rows.append(_sweep_one(config, target, rpc, alpha, resolution, out, transfer, progress, log))
-        result = SweepResult(config, rows, len(earlier), time.time() - started, transfer.to_json())
-        write_results(out, result, plots=False)
+        built.append(_build_one(config, alpha, resolution, out, transfer, progress, log))
+        _write_built(out, config, built)
+    rows = _measure_in_rounds(config, target, rpc, built, on_progress, log)
     result = SweepResult(config, rows, len(earlier), time.time() - started, transfer.to_json())
     write_results(out, result, plots=True)
     return result
@@ -199,20 +228,31 @@ def _model_name(alpha: float, resolution: int) -> str:
     return f"mobilenet_v1_{alpha:g}_{resolution}"
 
 
-def _earlier_rows(path: Path, config: SweepConfig, log) -> dict[tuple[float, int], SweepRow]:
-    """Rows of an earlier run of the same sweep (same target, budget, seed) in the same --out."""
+def _earlier_builds(out: Path, config: SweepConfig, log) -> dict[tuple[float, int], BuiltModel]:
+    """Models an earlier run of the same sweep (same target, budget, seed) built in the same --out.
+
+    ``built.json`` is the build phase's record; a ``sweep.json`` alone (a sweep finished before
+    that file existed) serves as well."""
+    path = out / BUILT_JSON if (out / BUILT_JSON).exists() else out / RESULTS_JSON
     if not path.exists():
         return {}
     try:
         payload = json.loads(path.read_text())
         if payload.get("identity") != config.identity():
-            log(f"{path} holds a sweep with other settings ({payload.get('identity')}); measuring every model again")
+            log(f"{path} holds a sweep with other settings ({payload.get('identity')}); building every model again")
             return {}
-        rows = [SweepRow(**row) for row in payload["rows"]]
+        builds = [BuiltModel.from_json(row) for row in payload["rows"]]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise BadInputError(f"{str(path)!r} is not a readable sweep result ({exc}); remove it or choose another --out") from None
     wanted = set(config.grid)
-    return {(row.alpha, row.resolution): row for row in rows if (row.alpha, row.resolution) in wanted and Path(row.artifact).exists()}
+    return {(b.alpha, b.resolution): b for b in builds if (b.alpha, b.resolution) in wanted and Path(b.artifact).exists()}
+
+
+def _write_built(out: Path, config: SweepConfig, built: list[BuiltModel]) -> None:
+    from tvmc_mobilenet.runtime.results import atomic_write_bytes
+
+    payload = {"identity": config.identity(), "rows": [b.to_json() for b in built]}
+    atomic_write_bytes(out / BUILT_JSON, (json.dumps(payload, indent=2) + "\n").encode())
 
 
 class _Transfer:
@@ -251,11 +291,9 @@ class _Transfer:
         }
 
 
-def _sweep_one(config, target, rpc, alpha, resolution, out: Path, transfer: _Transfer, progress, log) -> SweepRow:
+def _build_one(config, alpha, resolution, out: Path, transfer: _Transfer, progress, log) -> BuiltModel:
     from tvmc_mobilenet.compiler.build import BuildConfig, build_model
     from tvmc_mobilenet.model.cost import model_cost
-    from tvmc_mobilenet.runtime.artifact import open_artifact
-    from tvmc_mobilenet.runtime.executor import load_local, load_remote, verify_on_reference
 
     name = _model_name(alpha, resolution)
     tuning_dir = out / TUNING_DIR
@@ -283,7 +321,7 @@ def _sweep_one(config, target, rpc, alpha, resolution, out: Path, transfer: _Tra
         trials_run, trials_reused, tuning_seconds = tuned.trials_run, tuned.trials_before, tuned.seconds
     progress("building")
     build_started = time.time()
-    built = build_model(
+    result = build_model(
         BuildConfig(
             alpha=alpha,
             resolution=resolution,
@@ -295,16 +333,10 @@ def _sweep_one(config, target, rpc, alpha, resolution, out: Path, transfer: _Tra
             output=out / ARTIFACTS_DIR / f"{name}.tar",
         )
     )
-    build_seconds = time.time() - build_started
-    progress("measuring")
-    artifact = open_artifact(built.artifact_path)
-    model = load_remote(artifact, rpc) if rpc is not None else load_local(artifact)
-    verify_on_reference(model, artifact)
-    stats = model.time(artifact.reference_input(), number=config.number, repeat=config.repeat, warmup=config.warmup)
     cost = model_cost(ModelConfig(alpha=alpha, resolution=resolution))
     accuracy = published_top1(alpha, resolution)
-    log(f"{name}: {stats.median_ms:.3f} ms (p90 {stats.p90_ms:.3f}) on {target.name}")
-    return SweepRow(
+    log(f"{name}: built ({result.manifest['tuning']['kernels_tuned']} of {result.manifest['tuning']['kernels_total']} kernels tuned)")
+    return BuiltModel(
         alpha=alpha,
         resolution=resolution,
         name=name,
@@ -312,16 +344,55 @@ def _sweep_one(config, target, rpc, alpha, resolution, out: Path, transfer: _Tra
         params=cost.params,
         top1=accuracy.top1 if accuracy else None,
         top1_source=accuracy.source if accuracy else None,
-        latency_median_ms=stats.median_ms,
-        latency_p90_ms=stats.p90_ms,
-        throughput_per_s=1e3 / stats.median_ms,
-        gflops=2 * cost.mult_adds / (stats.median_ms * 1e6),
         trials_run=trials_run,
         trials_reused=trials_reused,
         tuning_seconds=round(tuning_seconds, 1),
-        build_seconds=round(build_seconds, 1),
-        kernels_tuned=built.manifest["tuning"]["kernels_tuned"],
-        kernels_total=built.manifest["tuning"]["kernels_total"],
-        verification="passed on the target",  # verify_on_reference raised otherwise
-        artifact=str(built.artifact_path),
+        build_seconds=round(time.time() - build_started, 1),
+        kernels_tuned=result.manifest["tuning"]["kernels_tuned"],
+        kernels_total=result.manifest["tuning"]["kernels_total"],
+        artifact=str(result.artifact_path),
     )
+
+
+def _measure_in_rounds(config: SweepConfig, target, rpc, built: list[BuiltModel], on_progress, log) -> list[SweepRow]:
+    """Check every model on the target, then time each once per round, round after round.
+
+    A model's row is its fastest round (lowest median). Locally the models stay loaded between
+    rounds; over RPC each is loaded for its turn only (a board's RPC server serves one session).
+    """
+    from tvmc_mobilenet.runtime.artifact import open_artifact
+    from tvmc_mobilenet.runtime.executor import load_local, load_remote, verify_on_reference
+
+    artifacts = [open_artifact(Path(b.artifact)) for b in built]
+    loaded: dict[str, Any] = {}
+    rounds: dict[str, list] = {b.name: [] for b in built}
+    for number in range(config.rounds):
+        for index, (model, artifact) in enumerate(zip(built, artifacts, strict=True)):
+            on_progress(SweepProgress(index, len(built), model.name, f"measuring, round {number + 1} of {config.rounds}"))
+            loaded_model = loaded.get(model.name)
+            if loaded_model is None:
+                loaded_model = load_remote(artifact, rpc) if rpc is not None else load_local(artifact)
+                if number == 0:
+                    verify_on_reference(loaded_model, artifact)  # raises on a mismatch
+                if rpc is None:
+                    loaded[model.name] = loaded_model
+            stats = loaded_model.time(artifact.reference_input(), number=config.number, repeat=config.repeat, warmup=config.warmup)
+            rounds[model.name].append(stats)
+            del loaded_model  # over RPC: closes the session before the next model's
+    rows = []
+    for model in built:
+        best = min(rounds[model.name], key=lambda stats: stats.median_ms)
+        medians = [round(stats.median_ms, 4) for stats in rounds[model.name]]
+        log(f"{model.name}: {best.median_ms:.3f} ms (p90 {best.p90_ms:.3f}) on {target.name}; round medians {medians}")
+        rows.append(
+            SweepRow(
+                **asdict(model),
+                latency_median_ms=best.median_ms,
+                latency_p90_ms=best.p90_ms,
+                throughput_per_s=1e3 / best.median_ms,
+                gflops=2 * model.mult_adds / (best.median_ms * 1e6),
+                verification="passed on the target",  # verify_on_reference raised otherwise
+                latency_rounds_ms=medians,
+            )
+        )
+    return rows
