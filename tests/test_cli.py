@@ -119,13 +119,27 @@ def test_build_run_bench(capsys, tmp_path):
         (["tune", "--rpc-tracker", "127.0.0.1:9190", "--rpc-key", "x"], r"target 'host' runs on this machine; drop --rpc-tracker", 2),
         (["tune", "--alpha", "2"], r"alpha must be a number in \(0, 1\]", 2),
         (["build", "--tuning-db", "/no/such/db", "--no-tuning-db"], r"tuning database '/no/such/db' is not a directory", 7),
+        (["build", "--batch", "many"], r"Invalid value for '--batch' / '-b': 'many' is not a valid integer", 2),
+        (["build", "--seed", "1.5"], r"Invalid value for '--seed'", 2),
+        (["bench", "x.tar", "--number", "0"], r"Invalid value for '--number'", 2),
+        (["bench", "x.tar", "--warmup", "-1"], r"Invalid value for '--warmup'", 2),
+        (["bench", "x.tar", "--rpc-timeout", "0"], r"Invalid value for '--rpc-timeout'", 2),
+        (["run", "x.tar", "--rpc-port", "99999"], r"Invalid value for '--rpc-port'", 2),
+        (["tune", "--timeout", "soon"], r"Invalid value for '--timeout'", 2),
+        (["sweep", "--rounds", "0"], r"Invalid value for '--rounds'", 2),
+        (["sweep", "--repeat", "x"], r"Invalid value for '--repeat'", 2),
+        (["device", "tracker", "--port", "0"], r"Invalid value for '--port'", 2),
+        (["device", "emulate", "--port", "65535"], r"Invalid value for '--port'", 2),
+        (["info", "--resolution", "31"], r"resolution must be a multiple of 32", 2),
     ],
 )
+@pytest.mark.faults("bad_input")
 def test_bad_input_is_one_clear_line(capsys, args, pattern, exit_code):
     code, out, err = cli(capsys, *args)
     assert_one_line_error(code, err, pattern, exit_code)
 
 
+@pytest.mark.faults("bad_input")
 def test_corrupt_artifact_and_bad_input_file(capsys, tmp_path, tiny_artifact):
     corrupt = tmp_path / "c.tar"
     corrupt.write_bytes(tiny_artifact.read_bytes()[:5000])
@@ -142,6 +156,7 @@ def test_corrupt_artifact_and_bad_input_file(capsys, tmp_path, tiny_artifact):
     assert_one_line_error(code, err, r"input has shape \(1, 3, 32, 32\).*expects shape \(1, 3, 96, 96\)", 2)
 
 
+@pytest.mark.faults("bad_input")
 def test_tampered_artifact_is_refused_by_run_and_bench(capsys, artifact_copy):
     from .runtime.test_artifact import _rewrite
 
@@ -165,3 +180,81 @@ def test_build_failure_exit_code_from_the_console_script(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: width multiplier alpha")
     assert not (tmp_path / "m.tar").exists()
+
+
+@pytest.mark.faults("bad_input")
+def test_pickled_input_array_is_refused_without_unpickling(capsys, tmp_path, tiny_artifact):
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    code, _, err = cli(capsys, "run", str(tiny_artifact), "--input", str(tmp_path / "objects.npy"))
+    assert_one_line_error(code, err, r"is not a NumPy .npy array", 2)
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what a malicious "checkpoint" would carry."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.faults("bad_input")
+def test_weights_file_carrying_code_is_refused_and_not_run(capsys, tmp_path):
+    import pickle
+
+    marker = tmp_path / "pwned"
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"conv.weight": _Payload(marker)}, protocol=2))
+    code, _, err = cli(capsys, "build", "-a", "0.25", "-r", "64", "--weights", str(tmp_path / "evil.pt"), "-o", str(tmp_path / "m.tar"))
+    assert_one_line_error(code, err, r"is not a PyTorch state_dict", 2)
+    assert not marker.exists() and not (tmp_path / "m.tar").exists()
+
+
+def _global_address() -> str | None:
+    """An address of this machine other than loopback, if it has one."""
+    proc = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True, timeout=10)
+    for line in proc.stdout.splitlines():
+        return line.split()[3].split("/")[0]
+    return None
+
+
+def _listens_on(address: str, port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((address, port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("exposed", [False, True])
+def test_tracker_listens_on_loopback_unless_told_otherwise_and_warns_then(exposed):
+    """TVM's RPC servers run whatever code they are sent: loopback by default, a warning otherwise."""
+    import signal
+    import socket
+
+    outside = _global_address()
+    if outside is None:
+        pytest.skip("this machine has no address besides loopback to probe from")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [SCRIPT, "device", "tracker", "--port", str(port)] + (["--host", "0.0.0.0"] if exposed else [])
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while not _listens_on("127.0.0.1", port):
+            assert time.time() < deadline and proc.poll() is None, "the tracker did not start"
+            time.sleep(0.2)
+        assert _listens_on(outside, port) == exposed
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    warned = "warning: listening on 0.0.0.0, not only on this machine: a TVM RPC tracker runs whatever code it is sent" in err
+    assert warned == exposed, err

@@ -305,7 +305,7 @@ def _rpc_options(func):
         click.option("--rpc-tracker", metavar="HOST[:PORT]", help="TVM RPC tracker (port 9190 by default)."),
         click.option("--rpc-key", metavar="KEY", help="Device key at the tracker (e.g. rasp4b)."),
         click.option("--rpc-host", metavar="HOST", help="An RPC server's address, without a tracker."),
-        click.option("--rpc-port", type=int, metavar="PORT", help="The RPC server's port."),
+        click.option("--rpc-port", type=click.IntRange(1, 65535), metavar="PORT", help="The RPC server's port."),
         click.option("--rpc-timeout", type=click.FloatRange(1, 86400), default=600, show_default=True,
                      help="Seconds one remote step (upload, load, a timing run) may take."),
     ]  # fmt: skip
@@ -586,10 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
-        return 130
-    except KeyboardInterrupt:
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
         click.echo("error: interrupted", err=True)
         return 130
     return rv if isinstance(rv, int) else 0

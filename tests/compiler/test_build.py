@@ -1,7 +1,12 @@
 """Build: verified artifacts for the host, what the manifest records, what a failure leaves."""
 
 import json
+import signal
+import subprocess
+import sys
 import tarfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,3 +166,35 @@ def test_default_output_name(tmp_path, monkeypatch):
     assert json.loads(json.dumps(result.manifest))["build"]["config"]["output"] is None
     rasp4b = default_output_path(BuildConfig(), resolve_target("rasp4b"))
     assert rasp4b.name == "mobilenet_v1_1_224-rasp4b.tar"
+
+
+@pytest.mark.faults("fault")
+@pytest.mark.parametrize("stage", ["compiling for host", "verifying the exported library"])
+def test_ctrl_c_during_a_build_keeps_the_earlier_artifact_and_leaves_no_partial_file(stage, tmp_path):
+    """SIGINT at a stage of the build: exit 130 with one line, the artifact already at the output
+    path is the one the user had, and no temporary file is left beside it."""
+    output = tmp_path / "m.tar"
+    output.write_bytes(b"the user's earlier artifact")
+    script = str(Path(sys.executable).parent / "tvmc-mobilenet")
+    proc = subprocess.Popen(
+        [script, "build", "-a", "0.25", "-r", "64", "--no-tuning-db", "-o", str(output)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 300
+        seen = []
+        for line in proc.stderr:  # the build's progress lines, as they come
+            seen.append(line)
+            if stage in line:
+                proc.send_signal(signal.SIGINT)
+                break
+            assert time.time() < deadline, "".join(seen)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, "".join(seen) + err
+    assert err.strip().splitlines()[-1] == "error: interrupted"
+    assert output.read_bytes() == b"the user's earlier artifact"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tar"]

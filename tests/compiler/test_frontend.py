@@ -54,6 +54,7 @@ def test_onnx_model_exported_from_pytorch(tmp_path):
     np.testing.assert_allclose(imported.reference(data), expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.faults("bad_input")
 def test_onnx_bad_files(tmp_path):
     not_onnx = tmp_path / "x.onnx"
     not_onnx.write_bytes(b"\x00\x01 this is not protobuf \xff")
@@ -63,6 +64,7 @@ def test_onnx_bad_files(tmp_path):
         import_onnx(tmp_path / "missing.onnx")
 
 
+@pytest.mark.faults("bad_input")
 def test_onnx_wrong_rank_and_dynamic_size(tmp_path):
     import onnx
     from onnx import TensorProto, helper

@@ -79,6 +79,7 @@ def test_rerun_continues_instead_of_starting_over(tuned):
     assert records(tuned) == 64
 
 
+@pytest.mark.faults("fault")
 def test_second_tune_on_the_same_database_is_refused(tmp_path):
     open_tuning_database(tmp_path, create=True)
     with exclusive_lock(tmp_path):
@@ -107,7 +108,8 @@ def _wait_for_records(work_dir: Path, proc: subprocess.Popen, at_least: int, tim
     raise AssertionError("no records appeared in time")
 
 
-def test_ctrl_c_stops_after_the_batch_and_keeps_every_record(tmp_path):
+@pytest.mark.faults("fault")
+def test_ctrl_c_stops_after_the_batch_and_keeps_every_record(tmp_path, fault_ledger):
     proc = _start_tune(tmp_path, 200)
     _wait_for_records(tmp_path, proc, 1)
     proc.send_signal(signal.SIGINT)
@@ -120,11 +122,13 @@ def test_ctrl_c_stops_after_the_batch_and_keeps_every_record(tmp_path):
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: tuning interrupted after") and "a rerun continues from there" in last
     report = json.loads((tmp_path / REPORT_FILE).read_text())
+    fault_ledger.count_records(report["trials_run"], len(open_tuning_database(tmp_path).database.get_all_tuning_records()))
     assert report["interrupted"] and report["trials_run"] == records(tmp_path) < 200
     assert len(open_tuning_database(tmp_path).database.get_all_tuning_records()) == records(tmp_path)
 
 
-def test_killed_tune_is_resumed_to_the_requested_total(tmp_path):
+@pytest.mark.faults("fault")
+def test_killed_tune_is_resumed_to_the_requested_total(tmp_path, fault_ledger):
     proc = _start_tune(tmp_path, 24)
     _wait_for_records(tmp_path, proc, 2)
     proc.kill()  # SIGKILL: no chance to clean up
@@ -134,6 +138,7 @@ def test_killed_tune_is_resumed_to_the_requested_total(tmp_path):
     kept = records(tmp_path) - 1
     with pytest.warns(UserWarning, match=r"truncated record"):
         result = tune_model(TuneConfig(alpha=0.25, resolution=64, tasks="pointwise", trials=24, work_dir=tmp_path, resume=True))
+    fault_ledger.count_records(kept, result.trials_before)
     assert result.trials_before == kept >= 2
     assert result.trials_before + result.trials_run == 24 == records(tmp_path)
 
@@ -149,6 +154,7 @@ def test_killed_tune_is_resumed_to_the_requested_total(tmp_path):
         (dict(resume=True), TuningError, r"--resume: there is no earlier tune in .* to continue"),
     ],
 )
+@pytest.mark.faults("bad_input")
 def test_bad_tune_options(kwargs, error, message, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", os.environ["PATH"] + os.pathsep + str(tmp_path))
     with pytest.raises(error, match=message):

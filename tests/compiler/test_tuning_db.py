@@ -1,4 +1,11 @@
-"""Applying a MetaSchedule database at build time."""
+"""Applying a MetaSchedule database at build time; reading one safely while a tune writes it."""
+
+import json
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
 
 import pytest
 import tvm
@@ -6,8 +13,9 @@ from tvm.s_tir import meta_schedule as ms
 
 from tvmc_mobilenet.compiler.build import BuildConfig, build_model
 from tvmc_mobilenet.compiler.frontend import import_pytorch
+from tvmc_mobilenet.compiler.tune import REPORT_FILE
 from tvmc_mobilenet.compiler.passes import legalize_and_fuse, simplify_for_inference
-from tvmc_mobilenet.compiler.tuning_db import RECORD_FILE, WORKLOAD_FILE, open_tuning_database
+from tvmc_mobilenet.compiler.tuning_db import RECORD_FILE, WORKLOAD_FILE, exclusive_lock, open_tuning_database
 from tvmc_mobilenet.errors import TuningError
 from tvmc_mobilenet.model.network import build_network
 from tvmc_mobilenet.model.spec import ModelConfig
@@ -16,8 +24,9 @@ from tvmc_mobilenet.targets.registry import resolve_target
 from ..conftest import TINY
 
 
-def _database_with_one_record(directory):
-    """A real MetaSchedule JSON database holding one record: the depthwise conv, parallelised."""
+def _database_with_one_record(directory, record_target: str = "host"):
+    """A real MetaSchedule JSON database holding one record: the depthwise conv, parallelised
+    (the record says it was tuned for ``record_target``)."""
     directory.mkdir()
     config = ModelConfig(**TINY)
     target = resolve_target("host").tvm_target()
@@ -32,7 +41,8 @@ def _database_with_one_record(directory):
     )
     workload = db.commit_workload(kernel)
     args = ms.arg_info.ArgInfo.from_prim_func(func)
-    db.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, run_secs=[1e-4], target=target, args_info=args))
+    tuned_for = resolve_target(record_target).tvm_target()
+    db.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, run_secs=[1e-4], target=tuned_for, args_info=args))
     return directory
 
 
@@ -48,6 +58,7 @@ def test_build_applies_the_database_and_records_it(tmp_path):
     assert {p.name: p.read_bytes() for p in db_dir.iterdir()} == db_dir_files  # read, never written
 
 
+@pytest.mark.faults("bad_input")
 def test_database_errors(tmp_path):
     with pytest.raises(TuningError, match=r"is not a directory"):
         open_tuning_database(tmp_path / "missing")
@@ -66,23 +77,31 @@ def test_database_errors(tmp_path):
         open_tuning_database(bad)
 
 
-def test_truncated_last_record_is_dropped_and_the_rest_kept(tmp_path):
+@pytest.mark.faults("fault")
+def test_truncated_last_record_is_dropped_and_the_rest_kept(tmp_path, fault_ledger):
     db_dir = _database_with_one_record(tmp_path / "db")
     records = db_dir / RECORD_FILE
     complete = records.read_bytes()
     records.write_bytes(complete + complete[: len(complete) // 2])  # a second record, cut mid-write
-    with pytest.warns(UserWarning, match=r"truncated record .* dropped that line and kept the 1 complete ones"):
-        db = open_tuning_database(db_dir)
-    assert records.read_bytes() == complete
+    with pytest.warns(UserWarning, match=r"truncated record .* left it out and kept the 1 complete ones"):
+        db = open_tuning_database(db_dir)  # a reader: the file stays as it is
+    assert records.read_bytes() == complete + complete[: len(complete) // 2]
+    fault_ledger.count_records(1, len(db.database.get_all_tuning_records()))
     assert len(db.database.get_all_tuning_records()) == 1
+    with pytest.warns(UserWarning, match=r"truncated record .* dropped that line and kept the 1 complete ones"):
+        db = open_tuning_database(db_dir, writer=True)  # the next tune repairs the file
+    assert records.read_bytes() == complete and len(db.database.get_all_tuning_records()) == 1
 
 
+@pytest.mark.faults("fault")
 def test_record_missing_only_its_newline_is_kept(tmp_path):
     db_dir = _database_with_one_record(tmp_path / "db")
     records = db_dir / RECORD_FILE
     complete = records.read_bytes()
     records.write_bytes(complete.rstrip(b"\n"))
     assert len(open_tuning_database(db_dir).database.get_all_tuning_records()) == 1
+    assert records.read_bytes() == complete.rstrip(b"\n")  # readers never write
+    assert len(open_tuning_database(db_dir, writer=True).database.get_all_tuning_records()) == 1
     assert records.read_bytes() == complete
 
 
@@ -90,3 +109,64 @@ def test_create_makes_an_empty_database(tmp_path):
     db = open_tuning_database(tmp_path / "new" / "db", create=True)
     assert db.database.get_all_tuning_records() == []
     assert db.records_by_workload() == {}
+
+
+@pytest.mark.faults("bad_input")
+def test_records_for_another_target_are_refused(tmp_path):
+    db_dir = _database_with_one_record(tmp_path / "db", record_target="rasp4b")
+    with pytest.raises(TuningError, match=r"holds 1 record tuned for llvm .*cortex-a72.*, not for this build's target llvm"):
+        build_model(BuildConfig(**TINY, tuning_db=db_dir, output=tmp_path / "m.tar"))
+    assert not (tmp_path / "m.tar").exists()
+
+
+@pytest.mark.faults("fault")
+def test_reading_while_a_tune_writes_takes_the_complete_records_and_changes_nothing(tmp_path, fault_ledger):
+    """A tune holds the database's lock and is half-way through appending a record: a reader
+    (a build) sees the complete records, without a warning, and leaves the writer's files alone."""
+    db_dir = _database_with_one_record(tmp_path / "db")
+    records = db_dir / RECORD_FILE
+    complete = records.read_bytes()
+    with exclusive_lock(db_dir):
+        records.write_bytes(complete + complete[: len(complete) // 2])  # the write in progress
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing is dropped: the half line is not the reader's to judge
+            db = open_tuning_database(db_dir)
+        assert records.read_bytes() == complete + complete[: len(complete) // 2]
+        seen = len(db.database.get_all_tuning_records())
+        result = build_model(BuildConfig(**TINY, tuning_db=db_dir, output=tmp_path / "m.tar"))
+    fault_ledger.count_records(1, seen)
+    assert seen == 1 and result.manifest["tuning"]["kernels_tuned"] == 1
+    assert result.manifest["tuning"]["database"] == str(db_dir)
+
+
+@pytest.mark.faults("fault")
+@pytest.mark.timeout(600)
+def test_builds_during_a_running_tune_each_see_a_consistent_database(tmp_path, fault_ledger):
+    work = tmp_path / "db"
+    script = str(Path(sys.executable).parent / "tvmc-mobilenet")
+    tune = subprocess.Popen(
+        [script, "tune", "-a", "0.25", "-r", "64", "--tasks", "pointwise", "--trials", "48", "--work-dir", str(work)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 300
+        while not ((work / RECORD_FILE).exists() and (work / RECORD_FILE).read_bytes().count(b"\n") >= 1):
+            assert tune.poll() is None, tune.stderr.read()[-2000:]
+            assert time.time() < deadline, "the tune wrote no record in time"
+            time.sleep(0.2)
+        reads = []
+        while tune.poll() is None and len(reads) < 200:
+            reads.append(len(open_tuning_database(work).database.get_all_tuning_records()))
+            if len(reads) == 1:  # and one whole build, applying what the tune has so far
+                built = build_model(BuildConfig(alpha=0.25, resolution=64, tuning_db=work, output=tmp_path / "m.tar"))
+                assert built.verification["status"] == "passed" and built.manifest["tuning"]["kernels_tuned"] >= 1
+        _, err = tune.communicate(timeout=300)
+    finally:
+        tune.kill()
+    assert tune.returncode == 0, err[-2000:]
+    assert reads == sorted(reads) and reads[0] >= 1  # every view complete, none going backwards
+    final = len(open_tuning_database(work).database.get_all_tuning_records())
+    fault_ledger.count_records(reads[-1], final)
+    assert final == json.loads((work / REPORT_FILE).read_text())["trials_run"] >= 48  # every trial the tune ran

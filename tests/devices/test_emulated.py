@@ -143,6 +143,7 @@ def test_run_straight_to_a_server(lab, pi_artifact, capsys):
     assert code == 0 and "matches the reference output" in out
 
 
+@pytest.mark.faults("fault")
 def test_server_killed_mid_bench_is_a_clear_error(lab, pi_artifact, capsys):
     victim, port = lab.server(None, register=False)
     deadline = time.time() + 120
@@ -184,7 +185,8 @@ def test_remote_tuning_writes_records_that_a_rasp4b_build_applies(lab, tmp_path)
     assert build.manifest["tuning"]["kernels_tuned"] >= len(measured)
 
 
-def test_device_lost_mid_tune_keeps_every_record(lab, tmp_path):
+@pytest.mark.faults("fault")
+def test_device_lost_mid_tune_keeps_every_record(lab, tmp_path, fault_ledger):
     victim, _ = lab.server("victim")
     wait_for_servers(lab.tracker, "victim", 1, timeout=240, processes=[victim])
     work = tmp_path / "db"
@@ -205,8 +207,10 @@ def test_device_lost_mid_tune_keeps_every_record(lab, tmp_path):
     with pytest.raises(RpcError, match=r"no device is registered under key 'victim' .* any more; stopped after \d+ trials"):
         tune_model(config)
     killer.join(timeout=5)
+    written = (work / RECORD_FILE).read_text().count("\n")
     kept = open_tuning_database(work).database.get_all_tuning_records()
-    assert len(kept) >= 2  # what was measured before the device died is all there
+    fault_ledger.count_records(written, len(kept))
+    assert len(kept) == written >= 2  # what was measured before the device died is all there
     assert sum(1 for r in kept if max(float(s) for s in r.run_secs) < 1e9) >= 2
 
 

@@ -66,6 +66,7 @@ def test_weights_for_another_width_are_refused(tmp_path):
         build_network(TINY, weights=path)
 
 
+@pytest.mark.faults("bad_input")
 def test_weights_file_that_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "w.pt"
     path.write_text("not a checkpoint")

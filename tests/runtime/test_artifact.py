@@ -36,6 +36,7 @@ def test_missing_and_not_a_file(tmp_path):
         open_artifact(tmp_path)
 
 
+@pytest.mark.faults("bad_input")
 def test_truncated(artifact_copy):
     data = artifact_copy.read_bytes()
     artifact_copy.write_bytes(data[: len(data) // 2])
@@ -43,6 +44,7 @@ def test_truncated(artifact_copy):
         open_artifact(artifact_copy)
 
 
+@pytest.mark.faults("bad_input")
 def test_not_an_archive(tmp_path):
     path = tmp_path / "x.tar"
     path.write_bytes(b"hello, this is not a tar file" * 100)
@@ -50,6 +52,7 @@ def test_not_an_archive(tmp_path):
         open_artifact(path)
 
 
+@pytest.mark.faults("bad_input")
 def test_tar_without_manifest(tmp_path):
     path = tmp_path / "x.tar"
     with tarfile.open(path, "w") as tar:
@@ -60,24 +63,28 @@ def test_tar_without_manifest(tmp_path):
         open_artifact(path)
 
 
+@pytest.mark.faults("bad_input")
 def test_someone_elses_manifest(artifact_copy):
     _rewrite(artifact_copy, lambda m: m.update(format="something-else"))
     with pytest.raises(ArtifactError, match=r"is not a tvmc-mobilenet artifact"):
         open_artifact(artifact_copy)
 
 
+@pytest.mark.faults("bad_input")
 def test_newer_format_version(artifact_copy):
     _rewrite(artifact_copy, lambda m: m.update(format_version=FORMAT_VERSION + 1))
     with pytest.raises(ArtifactError, match=r"format version 2, newer than this tvmc-mobilenet reads \(1\); upgrade"):
         open_artifact(artifact_copy)
 
 
+@pytest.mark.faults("bad_input")
 def test_manifest_missing_a_field(artifact_copy):
     _rewrite(artifact_copy, lambda m: m.pop("input"))
     with pytest.raises(ArtifactError, match=r"manifest lacks the field 'input'"):
         open_artifact(artifact_copy)
 
 
+@pytest.mark.faults("bad_input")
 def test_library_hash_mismatch_is_refused(artifact_copy):
     def flip_a_byte(members):
         lib = bytearray(members["model.so"])
@@ -90,6 +97,7 @@ def test_library_hash_mismatch_is_refused(artifact_copy):
         art.verify_library()
 
 
+@pytest.mark.faults("bad_input")
 def test_member_escaping_the_directory_is_refused(artifact_copy):
     with tarfile.open(artifact_copy, "a") as tar:
         info = tarfile.TarInfo("../../etc/evil")
@@ -99,6 +107,7 @@ def test_member_escaping_the_directory_is_refused(artifact_copy):
         open_artifact(artifact_copy)
 
 
+@pytest.mark.faults("bad_input")
 def test_symlink_member_is_refused(artifact_copy):
     with tarfile.open(artifact_copy, "a") as tar:
         info = tarfile.TarInfo("link")
@@ -109,6 +118,7 @@ def test_symlink_member_is_refused(artifact_copy):
         open_artifact(artifact_copy)
 
 
+@pytest.mark.faults("fault")
 def test_interrupted_write_leaves_no_file(tmp_path):
     class Boom(Exception):
         pass

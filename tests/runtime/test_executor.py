@@ -37,6 +37,7 @@ def test_timing_stats_from_known_samples():
     assert stats.p90_ms == pytest.approx(3.7)
 
 
+@pytest.mark.faults("bad_input")
 def test_wrong_input_shape_is_refused(tiny_artifact):
     model = load_local(open_artifact(tiny_artifact))
     expected = r"input has shape \(1, 3, 64, 64\) and dtype float32; the model expects shape \(1, 3, 96, 96\)"
@@ -44,6 +45,7 @@ def test_wrong_input_shape_is_refused(tiny_artifact):
         model.run(np.zeros((1, 3, 64, 64), np.float32))
 
 
+@pytest.mark.faults("bad_input")
 def test_tampered_library_is_not_loaded(artifact_copy, tmp_path):
     from .test_artifact import _rewrite
 

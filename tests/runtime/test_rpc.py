@@ -1,6 +1,9 @@
 """Remote-device plumbing without a device: options, deadlines, tracker errors."""
 
 import socket
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
@@ -48,6 +51,7 @@ def tracker():
         (dict(host="h", port=0), r"--rpc-port must be a TCP port"),
     ],
 )
+@pytest.mark.faults("bad_input")
 def test_option_errors(kwargs, message):
     args = dict(tracker=None, key=None, host=None, port=None) | kwargs
     with pytest.raises(BadInputError, match=message):
@@ -65,6 +69,7 @@ def test_options():
     assert parse_address("10.0.0.2:9191", 9190, "x") == ("10.0.0.2", 9191)
 
 
+@pytest.mark.faults("fault")
 def test_bounded_turns_a_hang_into_an_error():
     start = time.time()
     with pytest.raises(RpcError, match=r"waiting: no answer within 0.2 s"):
@@ -75,6 +80,7 @@ def test_bounded_turns_a_hang_into_an_error():
         bounded(lambda: 1 / 0, 1, "dividing")
 
 
+@pytest.mark.faults("fault")
 def test_unreachable_tracker_is_a_quick_clear_error():
     port = free_port()  # nothing listens there
     start = time.time()
@@ -83,12 +89,14 @@ def test_unreachable_tracker_is_a_quick_clear_error():
     assert time.time() - start < 15
 
 
+@pytest.mark.faults("fault")
 def test_unreachable_server_is_a_quick_clear_error():
     port = free_port()
     with pytest.raises(RpcError, match=rf"cannot reach the RPC server at 127.0.0.1:{port}"):
         open_session(RpcTarget(host="127.0.0.1", port=port))
 
 
+@pytest.mark.faults("fault")
 def test_key_no_server_serves_is_an_error_not_a_hang(tracker):
     start = time.time()
     with pytest.raises(RpcError, match=r"no device is registered under key 'nobody' .*keys registered: none.*rpc_server"):
@@ -96,11 +104,13 @@ def test_key_no_server_serves_is_an_error_not_a_hang(tracker):
     assert time.time() - start < 15
 
 
+@pytest.mark.faults("fault")
 def test_waiting_for_registration_is_bounded(tracker):
     with pytest.raises(RpcError, match=r"did not register with the tracker within 1 s \(0 of 1 registered\)"):
         wait_for_servers(tracker, "nobody", 1, timeout=1)
 
 
+@pytest.mark.faults("fault")
 def test_cli_reports_rpc_errors_in_one_line(capsys, tiny_artifact):
     from tvmc_mobilenet.cli import main
 
@@ -109,3 +119,40 @@ def test_cli_reports_rpc_errors_in_one_line(capsys, tiny_artifact):
     err = capsys.readouterr().err
     assert code == 6
     assert err.strip().splitlines()[-1].startswith(f"error: cannot reach the RPC tracker at 127.0.0.1:{port}")
+
+
+@pytest.mark.faults("fault")
+def test_server_killed_mid_bench_is_a_clear_error_within_the_timeout(capsys, tiny_artifact):
+    """TVM's stock RPC server on this machine (loopback), killed while the benchmark runs."""
+    from tvmc_mobilenet.cli import main
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    killer = threading.Timer(8, stop, args=(server,))  # the bench of 10^6 runs takes minutes
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "the RPC server did not start"
+                time.sleep(0.2)
+        killer.start()
+        start = time.time()
+        code = main(["bench", str(tiny_artifact), "--rpc-host", "127.0.0.1", "--rpc-port", str(port),
+                     "--repeat", "100000", "--number", "10", "--rpc-timeout", "60"])  # fmt: skip
+        elapsed = time.time() - start
+    finally:
+        killer.cancel()
+        stop(server)
+    err = capsys.readouterr().err
+    assert code == 6, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and f"server 127.0.0.1:{port}" in last, err
+    assert elapsed < 90  # the deadline of one remote step, not a hang

@@ -77,6 +77,8 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
     from tvmc_mobilenet.compiler.model_source import import_model
 
     database = _open_database(config, target, log)
+    if database is not None:
+        database.require_target(target.tvm_target())
     loaded = import_model(config, log)
     imported, mod = loaded.imported, loaded.mod
     tvm_target = target.tvm_target()

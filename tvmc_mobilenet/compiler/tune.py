@@ -165,13 +165,15 @@ def tune_model(
     started = time.time()
     target = resolve_target(config.target, config.cuda_arch)
     rpc = _require_tunable(target, config)
-    from tvmc_mobilenet.compiler.tuning_db import default_database_dir, exclusive_lock, open_tuning_database
+    from tvmc_mobilenet.compiler.tuning_db import create_database_dir, default_database_dir, exclusive_lock, open_tuning_database
 
     work_dir = Path(config.work_dir) if config.work_dir is not None else default_database_dir(target.name)
     if config.resume and not (work_dir.is_dir() and any(work_dir.iterdir())):
         raise TuningError(f"--resume: there is no earlier tune in {str(work_dir)!r} to continue; run without --resume")
-    database = open_tuning_database(work_dir, create=True)
-    with exclusive_lock(work_dir):
+    create_database_dir(work_dir)
+    with exclusive_lock(work_dir):  # the database's only writer from here on
+        database = open_tuning_database(work_dir, writer=True)
+        database.require_target(target.tvm_target())
         return _tune_locked(config, target, rpc, database, started, log, on_progress)
 
 
@@ -432,6 +434,7 @@ def measure_default_schedules(tasks: list[Task], database, builder, runner, budg
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
+    from tvmc_mobilenet.compiler.tuning_db import FAILED_RUN_RECORD_SECONDS
     from tvmc_mobilenet.schedules import default_schedule
 
     jobs = []
@@ -451,19 +454,25 @@ def measure_default_schedules(tasks: list[Task], database, builder, runner, budg
     if not jobs:
         return []
     built = builder.build([ms.builder.BuilderInput(replay.mod, task.extracted.target) for _, task, _, replay, _ in jobs])
+
+    def commit(job, run_secs) -> None:
+        index, task, workload, replay, args = job
+        database.commit_tuning_record(ms.database.TuningRecord(replay.trace, workload, run_secs, task.extracted.target, args))
+
     inputs, measured = [], []
     for job, build in zip(jobs, built, strict=True):
         if build.error_msg is None:
             device = "cuda" if job[1].extracted.target.kind.name == "cuda" else "cpu"
             inputs.append(ms.runner.RunnerInput(build.artifact_path, device, job[4]))
             measured.append(job)
-        else:
+        else:  # a failed trial, recorded as MetaSchedule records its own: with an impossible run time
+            commit(job, [FAILED_RUN_RECORD_SECONDS])
             on_measured(job[0], [ms.runner.RunnerResult(None, f"default schedule did not build: {build.error_msg}")])
-    for (index, task, workload, replay, args), future in zip(measured, runner.run(inputs), strict=True):
+    for job, future in zip(measured, runner.run(inputs), strict=True):
         result = future.result()
-        if result.error_msg is None and result.run_secs:
-            database.commit_tuning_record(ms.database.TuningRecord(replay.trace, workload, result.run_secs, task.extracted.target, args))
-        on_measured(index, [result])
+        ok = result.error_msg is None and result.run_secs
+        commit(job, result.run_secs if ok else [FAILED_RUN_RECORD_SECONDS])
+        on_measured(job[0], [result])
     return [job[0] for job in jobs]
 
 

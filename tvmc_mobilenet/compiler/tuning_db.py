@@ -6,9 +6,14 @@ a record belongs to a kernel's workload, so α=0.5 and α=1.0 reuse each other's
 their layers have the same shapes.
 
 MetaSchedule appends one line per record. A tune killed in the middle of a write leaves a
-truncated last line, which MetaSchedule cannot load; :func:`repair_truncated_tail` drops exactly
-that line (with a warning) and keeps the rest. Any other malformed line is an error, never
-skipped silently.
+truncated last line, which MetaSchedule cannot load: readers leave it out of what they load (with
+a warning) and keep the rest; the next tune, the database's only writer, drops it from the file
+(:func:`repair_truncated_tail`). Any other malformed line is an error, never skipped silently.
+
+A tune holds the directory's lock (:func:`exclusive_lock`) while it writes; a second tune is
+refused. Readers (a build) never write: they load a snapshot of the complete records as of the
+moment they open the database, so a build during a tune sees a consistent database and the
+tune's files are left alone.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +41,9 @@ if TYPE_CHECKING:
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 LOCK_FILE = ".lock"
-#: MetaSchedule stores failed builds and runs with this run time (seconds).
+#: MetaSchedule stores a failed build or run with the run time FAILED_RUN_RECORD_SECONDS; any
+#: record at or above FAILED_RUN_SECONDS is a failure.
+FAILED_RUN_RECORD_SECONDS = 1e10
 FAILED_RUN_SECONDS = 1e9
 
 
@@ -64,14 +73,31 @@ class KernelRecords:
 class TuningDatabase:
     path: Path
     database: Any  # tvm.s_tir.meta_schedule.database.JSONDatabase
+    #: The bytes of both files that ``database`` was loaded from (complete lines only).
+    contents: dict[str, bytes]
 
     def sha256(self) -> str:
-        """One hash over both files, so a build records exactly which records it used."""
+        """One hash over both files as loaded, so a build records exactly which records it used."""
         digest = hashlib.sha256()
         for name in (WORKLOAD_FILE, RECORD_FILE):
             digest.update(name.encode())
-            digest.update((self.path / name).read_bytes())
+            digest.update(self.contents[name])
         return digest.hexdigest()
+
+    def require_target(self, target: tvm.target.Target) -> None:
+        """Refuse a database holding records tuned for another target (another ISA, CPU or GPU):
+        its schedules may not even run here, and ignoring them silently would hide the mix-up."""
+        wanted = target_signature(target)
+        foreign = Counter(target_signature(r.target) for r in self.database.get_all_tuning_records())
+        foreign.pop(wanted, None)
+        if foreign:
+            other = foreign.most_common(1)[0][0]
+            total = sum(foreign.values())
+            raise TuningError(
+                f"tuning database {str(self.path)!r} holds {total} record{'s' if total > 1 else ''} tuned for {other}"
+                f"{' (and other targets)' if len(foreign) > 1 else ''}, not for this build's target {wanted}; give the "
+                "database tuned for this target (or --no-tuning-db)"
+            )
 
     def count_tuned(self, mod: tvm.IRModule, target: tvm.target.Target) -> tuple[int, int]:
         """(kernels of ``mod`` with a tuning record for ``target``, kernels in all)."""
@@ -142,20 +168,38 @@ def workload_key(mod: tvm.IRModule) -> int:
     return int(tvm_ffi.structural_hash(mod))
 
 
-def open_tuning_database(path: Path, *, create: bool = False) -> TuningDatabase:
+def target_signature(target: tvm.target.Target) -> str:
+    """What must agree between a record's target and a build's: kind, triple, CPU, GPU arch."""
+    parts = [target.kind.name]
+    for attr in ("mtriple", "mcpu", "arch"):
+        value = target.attrs.get(attr) if hasattr(target.attrs, "get") else None
+        if value:
+            parts.append(f"-{attr}={value}")
+    return " ".join(parts)
+
+
+def create_database_dir(path: Path) -> None:
+    """Make an empty database directory (both files) unless there is one."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        for name in (WORKLOAD_FILE, RECORD_FILE):
+            (path / name).touch(exist_ok=True)
+    except OSError as exc:
+        raise TuningError(f"cannot create the tuning database {str(path)!r}: {exc.strerror}") from None
+
+
+def open_tuning_database(path: Path, *, create: bool = False, writer: bool = False) -> TuningDatabase:
     """Open a database directory; with ``create``, make an empty one if it does not exist.
 
-    Reading never modifies the files, except that a truncated last line (a killed write) is
-    dropped with a warning.
+    A reader (the default) never modifies the files: it loads a snapshot of their complete
+    lines; a truncated last line (a killed write) is left out with a warning, or quietly when a
+    tune holds the lock, since that line is the write in progress. The ``writer`` (a tune,
+    holding :func:`exclusive_lock`) repairs such a line in the files and loads them in place,
+    so that its commits go to them.
     """
     path = Path(path)
     if create:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            for name in (WORKLOAD_FILE, RECORD_FILE):
-                (path / name).touch(exist_ok=True)
-        except OSError as exc:
-            raise TuningError(f"cannot create the tuning database {str(path)!r}: {exc.strerror}") from None
+        create_database_dir(path)
     if not path.is_dir():
         raise TuningError(f"tuning database {str(path)!r} is not a directory")
     missing = [name for name in (WORKLOAD_FILE, RECORD_FILE) if not (path / name).is_file()]
@@ -164,20 +208,77 @@ def open_tuning_database(path: Path, *, create: bool = False) -> TuningDatabase:
             f"tuning database {str(path)!r} lacks {', '.join(missing)}; a MetaSchedule database directory "
             "holds both (create one with 'tvmc-mobilenet tune')"
         )
-    for name in (WORKLOAD_FILE, RECORD_FILE):
-        repair_truncated_tail(path / name)
+    if writer:
+        for name in (WORKLOAD_FILE, RECORD_FILE):
+            repair_truncated_tail(path / name)
+        contents = {name: (path / name).read_bytes() for name in (WORKLOAD_FILE, RECORD_FILE)}
+        return TuningDatabase(path, _load_json_database(path, path), contents)
+    # Records first: a record names its workload by line number, and the writer adds the
+    # workload before the record, so every record read here has its workload in what follows.
+    write_in_progress = locked_by_a_tune(path)
+    contents = {name: complete_lines(path / name, quiet=write_in_progress) for name in (RECORD_FILE, WORKLOAD_FILE)}
+    snapshot = Path(tempfile.mkdtemp(prefix="tvmc-mobilenet-db-"))
+    try:
+        for name, data in contents.items():
+            (snapshot / name).write_bytes(data)
+        database = _load_json_database(snapshot, path)
+    finally:
+        shutil.rmtree(snapshot, ignore_errors=True)
+    return TuningDatabase(path, database, contents)
+
+
+def _load_json_database(files: Path, path: Path):
     from tvm.s_tir import meta_schedule as ms
 
     try:
-        database = ms.database.JSONDatabase(
-            path_workload=str(path / WORKLOAD_FILE),
-            path_tuning_record=str(path / RECORD_FILE),
+        return ms.database.JSONDatabase(
+            path_workload=str(files / WORKLOAD_FILE),
+            path_tuning_record=str(files / RECORD_FILE),
             allow_missing=False,
         )
     except Exception as exc:  # TVM raises its own error types for unreadable records
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise TuningError(f"tuning database {str(path)!r} cannot be read: {first}") from None
-    return TuningDatabase(path, database)
+
+
+def locked_by_a_tune(path: Path) -> bool:
+    """Whether a tune holds the database's lock right now."""
+    try:
+        fd = os.open(Path(path) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing also releases the shared lock taken just now
+    return False
+
+
+def complete_lines(file: Path, quiet: bool = False) -> bytes:
+    """The file's complete records: a truncated last line is left out (with a warning unless
+    ``quiet``); any other malformed line is an error."""
+    lines = _lines(file)
+    truncated = _truncated_tail(file, lines)
+    if truncated and not quiet:
+        warnings.warn(
+            f"tuning database file {file} ends in a truncated record (an interrupted write); left it out and "
+            f"kept the {len(lines) - 1} complete ones (the next tune drops it from the file)",
+            stacklevel=3,
+        )
+    return b"".join(line + b"\n" for line in (lines[:-1] if truncated else lines))
+
+
+def _truncated_tail(file: Path, lines: list[bytes]) -> bool:
+    """Whether the last line is a truncated record; raises for a malformed line anywhere else."""
+    bad = [number for number, line in enumerate(lines, start=1) if not _is_json(line)]
+    if bad and bad != [len(lines)]:
+        raise TuningError(
+            f"tuning database file {str(file)!r} has a malformed record at line {bad[0]}; "
+            "the file is damaged (not just interrupted): restore it or move it away"
+        )
+    return bool(bad)
 
 
 def repair_truncated_tail(file: Path) -> bool:
@@ -187,16 +288,10 @@ def repair_truncated_tail(file: Path) -> bool:
     """
     data = file.read_bytes()
     lines = [line for line in data.split(b"\n") if line.strip()]
-    bad = [number for number, line in enumerate(lines, start=1) if not _is_json(line)]
-    if not bad:
+    if not _truncated_tail(file, lines):
         if data and not data.endswith(b"\n"):  # a complete record that lacks only its newline
             _atomic_write(file, data + b"\n")
         return False
-    if bad != [len(lines)]:
-        raise TuningError(
-            f"tuning database file {str(file)!r} has a malformed record at line {bad[0]}; "
-            "the file is damaged (not just interrupted): restore it or move it away"
-        )
     warnings.warn(
         f"tuning database file {file} ended in a truncated record (an interrupted write); dropped that line "
         f"and kept the {len(lines) - 1} complete ones",
