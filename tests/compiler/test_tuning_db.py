@@ -166,7 +166,23 @@ def test_builds_during_a_running_tune_each_see_a_consistent_database(tmp_path, f
     finally:
         tune.kill()
     assert tune.returncode == 0, err[-2000:]
+    assert reads, "the tune ended before the first read: give it more trials"
     assert reads == sorted(reads) and reads[0] >= 1  # every view complete, none going backwards
     final = len(open_tuning_database(work).database.get_all_tuning_records())
     fault_ledger.count_records(reads[-1], final)
     assert final == json.loads((work / REPORT_FILE).read_text())["trials_run"] >= 48  # every trial the tune ran
+
+
+def test_default_database_for_another_cpu_is_passed_over_with_a_warning(tmp_path, monkeypatch):
+    """The target's default database (a home directory shared with another machine, say) holding
+    records for another CPU: the build says so and goes on untuned."""
+    from tvmc_mobilenet.compiler.tuning_db import default_database_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    default = default_database_dir("host")
+    default.parent.mkdir(parents=True)
+    _database_with_one_record(default, record_target="rasp4b")
+    lines = []
+    result = build_model(BuildConfig(**TINY, output=tmp_path / "m.tar"), log=lines.append)
+    assert any(line.startswith("warning: tuning database") and "building untuned" in line for line in lines), lines
+    assert result.manifest["tuning"]["database"] is None and result.verification["status"] == "passed"

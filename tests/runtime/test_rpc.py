@@ -155,4 +155,4 @@ def test_server_killed_mid_bench_is_a_clear_error_within_the_timeout(capsys, tin
     assert code == 6, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: ") and f"server 127.0.0.1:{port}" in last, err
-    assert elapsed < 90  # the deadline of one remote step, not a hang
+    assert elapsed < 45  # noticed when the connection drops, well before the 60 s deadline of a step

@@ -20,7 +20,7 @@ import numpy as np
 
 from tvmc_mobilenet import __version__
 from tvmc_mobilenet.compiler.model_source import ModelOptions
-from tvmc_mobilenet.errors import BadInputError, VerificationError
+from tvmc_mobilenet.errors import BadInputError, TuningError, VerificationError
 from tvmc_mobilenet.runtime.artifact import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -77,8 +77,6 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
     from tvmc_mobilenet.compiler.model_source import import_model
 
     database = _open_database(config, target, log)
-    if database is not None:
-        database.require_target(target.tvm_target())
     loaded = import_model(config, log)
     imported, mod = loaded.imported, loaded.mod
     tvm_target = target.tvm_target()
@@ -156,18 +154,31 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
 
 
 def _open_database(config: BuildConfig, target: ResolvedTarget, log: Callable[[str], None]):
-    """The database to apply: --tuning-db, else the target's default one if it exists, else none."""
+    """The database to apply: --tuning-db, else the target's default one if it exists, else none.
+
+    A database with records for another target is refused when named; the default one (which a
+    home directory shared between machines with different CPUs can hold) is passed over with a
+    warning, and the build goes on untuned.
+    """
     from tvmc_mobilenet.compiler.tuning_db import default_database_dir, open_tuning_database
 
     if config.tuning_db is not None:
-        return open_tuning_database(config.tuning_db)
+        database = open_tuning_database(config.tuning_db)
+        database.require_target(target.tvm_target())
+        return database
     if config.no_tuning_db:
         return None
     default = default_database_dir(target.name)
     if not default.is_dir():
         log(f"no tuning database for {target.name} (tune with 'tvmc-mobilenet tune' to create {default}); building untuned")
         return None
-    return open_tuning_database(default)
+    database = open_tuning_database(default)
+    try:
+        database.require_target(target.tvm_target())
+    except TuningError as exc:
+        log(f"warning: {exc}; building untuned")
+        return None
+    return database
 
 
 def _compile(mod, tvm_target, database):

@@ -434,16 +434,19 @@ def measure_default_schedules(tasks: list[Task], database, builder, runner, budg
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
-    from tvmc_mobilenet.compiler.tuning_db import FAILED_RUN_RECORD_SECONDS
+    from tvmc_mobilenet.compiler.tuning_db import FAILED_RUN_RECORD_SECONDS, workload_key
     from tvmc_mobilenet.schedules import default_schedule
 
+    # Tasks with records, failed ones included (MetaSchedule's get_top_k skips those): a default
+    # schedule that failed once is not retried by every later tune.
+    tried = {int(record.workload.as_json()[0]) for record in database.get_all_tuning_records()}
     jobs = []
     for index, task in enumerate(tasks):
         if len(jobs) >= budget:
             break
-        workload = database.commit_workload(task.mod)
-        if database.get_top_k(workload, 1):
+        if workload_key(task.mod) in tried:
             continue  # tuned before (an earlier run, or another model of a sweep)
+        workload = database.commit_workload(task.mod)
         target = task.extracted.target
         sch = default_schedule(task.mod["main"], target)
         if sch is None:

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -142,8 +143,9 @@ def tuning_curve(database: TuningDatabase, tasks: list[tuple[int, int]]) -> list
     curve: list[tuple[int, float]] = []
     trials = 0
     # MetaSchedule's in-memory database orders records by run time; the file keeps commit order.
-    workloads = [int(json.loads(line)[0]) for line in _lines(database.path / WORKLOAD_FILE)]
-    for line in _lines(database.path / RECORD_FILE):
+    # The lines are the ones the database was loaded from (complete, consistent with each other).
+    workloads = [int(json.loads(line)[0]) for line in _data_lines(database.contents[WORKLOAD_FILE])]
+    for line in _data_lines(database.contents[RECORD_FILE]):
         workload_index, record = json.loads(line)
         key = workloads[workload_index]
         if key not in weights:
@@ -158,7 +160,11 @@ def tuning_curve(database: TuningDatabase, tasks: list[tuple[int, int]]) -> list
 
 
 def _lines(file: Path) -> list[bytes]:
-    return [line for line in file.read_bytes().split(b"\n") if line.strip()]
+    return _data_lines(file.read_bytes())
+
+
+def _data_lines(data: bytes) -> list[bytes]:
+    return [line for line in data.split(b"\n") if line.strip()]
 
 
 def workload_key(mod: tvm.IRModule) -> int:
@@ -323,21 +329,33 @@ def _atomic_write(file: Path, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: Path) -> Iterator[None]:
-    """Hold the database's lock for a tune; a second tune on the same directory is refused."""
+def exclusive_lock(path: Path, patience: float = 2.0) -> Iterator[None]:
+    """Hold the database's lock for a tune; a second tune on the same directory is refused.
+
+    Readers take the lock shared for an instant (:func:`locked_by_a_tune`), so the tune tries
+    for ``patience`` seconds before concluding that another tune holds it.
+    """
     lock_path = Path(path) / LOCK_FILE
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            raise TuningError(
-                f"tuning database {str(path)!r} is in use by a running tune (pid {holder}); wait for it to finish "
-                "or give another --work-dir"
-            ) from None
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+                    raise TuningError(
+                        f"tuning database {str(path)!r} is in use by a running tune (pid {holder}); wait for it to "
+                        "finish or give another --work-dir"
+                    ) from None
+                time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # no stale pid for the next refusal to name
     finally:
         os.close(fd)  # closing releases the lock
