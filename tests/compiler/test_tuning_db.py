@@ -186,3 +186,13 @@ def test_default_database_for_another_cpu_is_passed_over_with_a_warning(tmp_path
     result = build_model(BuildConfig(**TINY, output=tmp_path / "m.tar"), log=lines.append)
     assert any(line.startswith("warning: tuning database") and "building untuned" in line for line in lines), lines
     assert result.manifest["tuning"]["database"] is None and result.verification["status"] == "passed"
+
+
+def test_tuning_curve_replays_the_records_as_loaded(tmp_path):
+    from tvmc_mobilenet.compiler.tuning_db import tuning_curve
+
+    db = open_tuning_database(_database_with_one_record(tmp_path / "db"))
+    (record,) = db.database.get_all_tuning_records()
+    key = int(record.workload.as_json()[0])
+    assert tuning_curve(db, [(key, 2)]) == [(1, pytest.approx(2 * 1e-4 * 1e3))]  # Σ weight × best, in ms
+    assert tuning_curve(db, [(key + 1, 1)]) == []  # another model's task: no trials of its own

@@ -10,11 +10,12 @@ Two phases:
    the records an earlier one left (``tune``'s budget is "trials for this model's tasks, counting
    those already there").
 2. **Measure**, in interleaved rounds: the first round checks every model's output on the
-   target, every round times every model once, and each model's row takes its fastest round. On a shared machine (this project's CI hosts, a board
-   running other work) other load comes and goes in phases of tens of seconds and only ever adds
-   time; measuring one model right after another in a single pass puts whole models in a slow
-   phase, which bends the trade-off curves. Every run of the sweep measures all its models
-   again, so the figures it reports always come from one run.
+   target, every round times every model once, and each model's row takes its fastest round.
+   On a shared machine (this project's CI hosts, a board running other work) other load comes
+   and goes in phases of tens of seconds and only ever adds time; measuring one model right after
+   another in a single pass puts whole models in a slow phase, which bends the trade-off curves.
+   Every run of the sweep measures all its models again, so the figures it reports always come
+   from one run.
 """
 
 from __future__ import annotations
