@@ -130,6 +130,11 @@ class LoadedModel:
         self._vm = guard(lambda: VirtualMachine(module, device), "loading the model")
         self._holder = holder  # keeps a temporary directory or RPC session alive
 
+    def close(self) -> None:
+        """Let go of the model, and of the RPC session it was loaded through (a board's server
+        serves one session at a time). Dropping the last reference does the same."""
+        self._vm = self._module = self._holder = None
+
     def _to_device(self, data: np.ndarray):
         import tvm
 

@@ -373,13 +373,16 @@ def _measure_in_rounds(config: SweepConfig, target, rpc, built: list[BuiltModel]
             loaded_model = loaded.get(model.name)
             if loaded_model is None:
                 loaded_model = load_remote(artifact, rpc) if rpc is not None else load_local(artifact)
-                if number == 0:
-                    verify_on_reference(loaded_model, artifact)  # raises on a mismatch
                 if rpc is None:
                     loaded[model.name] = loaded_model
-            stats = loaded_model.time(artifact.reference_input(), number=config.number, repeat=config.repeat, warmup=config.warmup)
-            rounds[model.name].append(stats)
-            del loaded_model  # over RPC: closes the session before the next model's
+            try:
+                if number == 0:
+                    verify_on_reference(loaded_model, artifact)  # raises on a mismatch
+                timing = dict(number=config.number, repeat=config.repeat, warmup=config.warmup)
+                rounds[model.name].append(loaded_model.time(artifact.reference_input(), **timing))
+            finally:
+                if rpc is not None:
+                    loaded_model.close()  # the session ends before the next model's begins
     rows = []
     for model in built:
         best = min(rounds[model.name], key=lambda stats: stats.median_ms)
