@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,30 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     path = report_path(config.rootpath)
     FAULTS.write(path)
     terminalreporter.write_line(f"counts per scenario: {path}")
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accepts_connections(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def wait_until_listening(port: int, process=None, timeout: float = 60.0, host: str = "127.0.0.1") -> None:
+    """Bounded wait until a server a test started accepts connections (and has not exited)."""
+    deadline = time.time() + timeout
+    while not accepts_connections(host, port):
+        assert process is None or process.poll() is None, f"the server (pid {process.pid}) exited before listening on {host}:{port}"
+        assert time.time() < deadline, f"nothing listened on {host}:{port} within {timeout:g} s"
+        time.sleep(0.2)
 
 
 @functools.cache

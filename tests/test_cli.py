@@ -224,36 +224,22 @@ def _global_address() -> str | None:
     return None
 
 
-def _listens_on(address: str, port: int) -> bool:
-    import socket
-
-    try:
-        socket.create_connection((address, port), timeout=2).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize("exposed", [False, True])
 def test_tracker_listens_on_loopback_unless_told_otherwise_and_warns_then(exposed):
     """TVM's RPC servers run whatever code they are sent: loopback by default, a warning otherwise."""
     import signal
-    import socket
+
+    from .conftest import accepts_connections, free_port, wait_until_listening
 
     outside = _global_address()
     if outside is None:
         pytest.skip("this machine has no address besides loopback to probe from")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     args = [SCRIPT, "device", "tracker", "--port", str(port)] + (["--host", "0.0.0.0"] if exposed else [])
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.time() + 60
-        while not _listens_on("127.0.0.1", port):
-            assert time.time() < deadline and proc.poll() is None, "the tracker did not start"
-            time.sleep(0.2)
-        assert _listens_on(outside, port) == exposed
+        wait_until_listening(port, proc)
+        assert accepts_connections(outside, port) == exposed
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -8,7 +8,6 @@ emulation say nothing about a real board; these tests check behaviour, not speed
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import threading
 import time
@@ -24,7 +23,7 @@ from tvmc_mobilenet.devices.emulated import missing_tools, prepare_sysroot, star
 from tvmc_mobilenet.errors import RpcError
 from tvmc_mobilenet.runtime.rpc import tracker_summary
 
-from ..conftest import EMULATOR_DIR, has_aarch64_cross_compiler
+from ..conftest import EMULATOR_DIR, free_port, has_aarch64_cross_compiler, wait_until_listening
 
 pytestmark = [
     pytest.mark.emulated,
@@ -33,12 +32,6 @@ pytestmark = [
     pytest.mark.skipif(not has_aarch64_cross_compiler(), reason="aarch64-linux-gnu-g++ not installed"),
 ]
 KEY = "rasp4b"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Lab:
@@ -129,15 +122,8 @@ def test_profile_is_refused_remotely_with_a_reason(lab, pi_artifact, capsys):
 
 
 def test_run_straight_to_a_server(lab, pi_artifact, capsys):
-    _, port = lab.server(None, register=False)
-    deadline = time.time() + 120
-    while True:  # bounded wait for the server to listen
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.time() < deadline, "the direct server did not start listening"
-            time.sleep(0.5)
+    server, port = lab.server(None, register=False)
+    wait_until_listening(port, server, timeout=120)
     code = main(["run", str(pi_artifact), "--rpc-host", "127.0.0.1", "--rpc-port", str(port)])
     out = capsys.readouterr().out
     assert code == 0 and "matches the reference output" in out
@@ -146,14 +132,7 @@ def test_run_straight_to_a_server(lab, pi_artifact, capsys):
 @pytest.mark.faults("fault")
 def test_server_killed_mid_bench_is_a_clear_error(lab, pi_artifact, capsys):
     victim, port = lab.server(None, register=False)
-    deadline = time.time() + 120
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.time() < deadline
-            time.sleep(0.5)
+    wait_until_listening(port, victim, timeout=120)
     threading.Timer(20, stop, args=(victim,)).start()  # dies while the benchmark runs
     start = time.time()
     code = main(["bench", str(pi_artifact), "--rpc-host", "127.0.0.1", "--rpc-port", str(port), "--repeat", "1000", "--rpc-timeout", "120"])

@@ -1,6 +1,5 @@
 """Remote-device plumbing without a device: options, deadlines, tracker errors."""
 
-import socket
 import subprocess
 import sys
 import threading
@@ -12,11 +11,7 @@ from tvmc_mobilenet.devices.emulated import start_tracker, stop, wait_for_server
 from tvmc_mobilenet.errors import BadInputError, RpcError
 from tvmc_mobilenet.runtime.rpc import RpcTarget, bounded, open_session, parse_address, tracker_summary
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ..conftest import free_port, wait_until_listening
 
 
 @pytest.fixture(scope="module")
@@ -135,14 +130,7 @@ def test_server_killed_mid_bench_is_a_clear_error_within_the_timeout(capsys, tin
     )
     killer = threading.Timer(8, stop, args=(server,))  # the bench of 10^6 runs takes minutes
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, "the RPC server did not start"
-                time.sleep(0.2)
+        wait_until_listening(port, server)
         killer.start()
         start = time.time()
         code = main(["bench", str(tiny_artifact), "--rpc-host", "127.0.0.1", "--rpc-port", str(port),

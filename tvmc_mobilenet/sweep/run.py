@@ -12,7 +12,7 @@ Two phases:
 2. **Measure**, in interleaved rounds: the first round checks every model's output on the
    target, every round times every model once, and each model's row takes its fastest round.
    On a shared machine (this project's CI hosts, a board running other work) other load comes
-   and goes in phases of tens of seconds and only ever adds time; measuring one model right after
+   and goes in phases that can outlast a round and only ever adds time; measuring one model right after
    another in a single pass puts whole models in a slow phase, which bends the trade-off curves.
    Every run of the sweep measures all its models again, so the figures it reports always come
    from one run.
@@ -367,6 +367,7 @@ def _measure_in_rounds(config: SweepConfig, target, rpc, built: list[BuiltModel]
     artifacts = [open_artifact(Path(b.artifact)) for b in built]
     loaded: dict[str, Any] = {}
     rounds: dict[str, list] = {b.name: [] for b in built}
+    timing = dict(number=config.number, repeat=config.repeat, warmup=config.warmup)
     for number in range(config.rounds):
         for index, (model, artifact) in enumerate(zip(built, artifacts, strict=True)):
             on_progress(SweepProgress(index, len(built), model.name, f"measuring, round {number + 1} of {config.rounds}"))
@@ -378,7 +379,6 @@ def _measure_in_rounds(config: SweepConfig, target, rpc, built: list[BuiltModel]
             try:
                 if number == 0:
                     verify_on_reference(loaded_model, artifact)  # raises on a mismatch
-                timing = dict(number=config.number, repeat=config.repeat, warmup=config.warmup)
                 rounds[model.name].append(loaded_model.time(artifact.reference_input(), **timing))
             finally:
                 if rpc is not None:
