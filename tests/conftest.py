@@ -99,6 +99,18 @@ requires_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (t
 
 
 @functools.cache
+def has_cuda11_nvrtc() -> bool:
+    from tvmc_mobilenet.targets.nvrtc import cuda11_nvrtc
+
+    return cuda11_nvrtc() is not None
+
+
+requires_nvrtc11 = pytest.mark.skipif(
+    not has_cuda11_nvrtc(), reason="CUDA 11.8's NVRTC wheels are not installed (pip install 'tvmc-mobilenet[cuda11]')"
+)
+
+
+@functools.cache
 def has_cuda_gpu() -> bool:
     from tvmc_mobilenet.targets.registry import local_cuda_arch
 

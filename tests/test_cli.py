@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import requires_nvcc, requires_nvrtc11
 from tvmc_mobilenet.cli import main
+from tvmc_mobilenet.targets.toolchain import nvcc_architectures
 
 
 def cli(capsys, *args):
@@ -131,12 +133,26 @@ def test_build_run_bench(capsys, tmp_path):
         (["device", "tracker", "--port", "0"], r"Invalid value for '--port'", 2),
         (["device", "emulate", "--port", "65535"], r"Invalid value for '--port'", 2),
         (["info", "--resolution", "31"], r"resolution must be a multiple of 32", 2),
+        (["build", "--cuda-compiler", "clang"], r"Invalid value for '--cuda-compiler': 'clang' is not one of 'nvcc', 'nvrtc'", 2),
+        (["build", "--cuda-compiler", "nvrtc"], r"--cuda-compiler compiles GPU kernels, but 'host' is a cpu target", 3),
+        (["tune", "--cuda-compiler", "nvcc"], r"--cuda-compiler compiles GPU kernels, but 'host' is a cpu target", 3),
     ],
 )
 @pytest.mark.faults("bad_input")
 def test_bad_input_is_one_clear_line(capsys, args, pattern, exit_code):
     code, out, err = cli(capsys, *args)
     assert_one_line_error(code, err, pattern, exit_code)
+
+
+@pytest.mark.faults("bad_input")
+@requires_nvcc
+@requires_nvrtc11
+def test_a_cuda_compiler_that_cannot_target_the_gpu_is_refused(capsys):
+    code, _, err = cli(capsys, "build", "--target", "cuda", "--arch", "sm_100", "--cuda-compiler", "nvrtc")
+    assert_one_line_error(code, err, r"CUDA 11.8's NVRTC cannot compile for sm_100 \(it targets sm_35 to sm_90\); use nvcc", 3)
+    if "sm_72" not in nvcc_architectures():
+        code, _, err = cli(capsys, "build", "--target", "jetson-xavier", "--cuda-compiler", "nvcc")
+        assert_one_line_error(code, err, r"this nvcc cannot compile for sm_72 \(it supports sm_75", 3)
 
 
 @pytest.mark.faults("bad_input")

@@ -105,6 +105,7 @@ def info(alpha: float, resolution: int, variant: str, num_classes: int, as_json:
 def targets(as_json: bool) -> None:
     """The target registry: names, TVM targets, compilers, RPC keys."""
     from tvmc_mobilenet.targets.registry import TARGETS
+    from tvmc_mobilenet.targets.toolchain import nvcc_architectures
 
     if as_json:
         click.echo(json.dumps([t.to_json() for t in TARGETS], indent=2))
@@ -117,7 +118,9 @@ def targets(as_json: bool) -> None:
     for t in TARGETS:
         names = ", ".join((t.name, *t.aliases))
         status = "ready" if t.unsupported_reason is None else "not yet"
-        compilers = ("nvcc + " if t.device.value == "cuda" else "") + (t.cross_compiler or "g++")
+        arch = t.tvm_target.get("arch") if isinstance(t.tvm_target, dict) else None
+        gpu = "NVRTC 11.8 + " if arch and nvcc_architectures() and arch not in nvcc_architectures() else "nvcc + "
+        compilers = (gpu if t.device.value == "cuda" else "") + (t.cross_compiler or "g++")
         table.add_row(names, t.description, compilers, t.rpc_key or "-", status)
     _console().print(table)
 
@@ -127,6 +130,12 @@ def targets(as_json: bool) -> None:
 @click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size (1 to 1024).")
 @click.option("--target", "-t", default="host", show_default=True, help="Registry name (see 'targets'), TVM tag, or JSON target dict.")
 @click.option("--arch", "cuda_arch", metavar="sm_XX", help="GPU architecture of a CUDA target (default: the target's, or the local GPU's).")
+@click.option(
+    "--cuda-compiler",
+    type=click.Choice(["nvcc", "nvrtc"]),
+    help="What compiles a CUDA target's kernels: nvcc (SASS + PTX), or CUDA 11.8's NVRTC (a cubin for CUDA 11 drivers, "
+    "e.g. JetPack 5). Default: nvcc where it targets the GPU, else NVRTC 11.8.",
+)
 @click.option("--model", "model_file", type=FILE, help="Build a user's ONNX file instead of the built-in network.")
 @click.option("--weights", type=FILE, help="PyTorch state_dict for the built-in network (default: random weights).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and reference input.")
@@ -138,8 +147,8 @@ def targets(as_json: bool) -> None:
 @click.option("--no-tuning-db", is_flag=True, help="Ignore tuning databases: build with default schedules only.")
 @click.option("--no-verify", is_flag=True, help="Do not compare the module with the framework's output.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Artifact file (default: NAME-TARGET.tar here).")
-def build(alpha, resolution, variant, num_classes, batch, target, cuda_arch, model_file, weights, seed, tuning_db, no_tuning_db, no_verify,
-          output):  # fmt: skip
+def build(alpha, resolution, variant, num_classes, batch, target, cuda_arch, cuda_compiler, model_file, weights, seed, tuning_db,
+          no_tuning_db, no_verify, output):  # fmt: skip
     """Compile a MobileNet (or an ONNX file) into a verified artifact."""
     from tvmc_mobilenet.compiler.build import BuildConfig, build_model
 
@@ -151,6 +160,7 @@ def build(alpha, resolution, variant, num_classes, batch, target, cuda_arch, mod
         num_classes=num_classes,
         target=target,
         cuda_arch=cuda_arch,
+        cuda_compiler=cuda_compiler,
         model_file=model_file,
         weights=weights,
         seed=seed,
@@ -185,6 +195,12 @@ def build(alpha, resolution, variant, num_classes, batch, target, cuda_arch, mod
 @click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size (1 to 1024).")
 @click.option("--target", "-t", default="host", show_default=True, help="Registry name, TVM tag, or JSON target dict.")
 @click.option("--arch", "cuda_arch", metavar="sm_XX", help="GPU architecture of a CUDA target (default: the target's, or the local GPU's).")
+@click.option(
+    "--cuda-compiler",
+    type=click.Choice(["nvcc", "nvrtc"]),
+    help="What compiles a CUDA target's kernels: nvcc (SASS + PTX), or CUDA 11.8's NVRTC (a cubin for CUDA 11 drivers, "
+    "e.g. JetPack 5). Default: nvcc where it targets the GPU, else NVRTC 11.8.",
+)
 @click.option("--model", "model_file", type=FILE, help="Tune a user's ONNX file instead of the built-in network.")
 @click.option(
     "--trials",
@@ -217,8 +233,8 @@ def build(alpha, resolution, variant, num_classes, batch, target, cuda_arch, mod
     show_default=True,
     help="Design space for pointwise and depthwise kernels: ours, or MetaSchedule's generic one.",
 )
-def tune(alpha, resolution, variant, num_classes, batch, target, cuda_arch, model_file, trials, work_dir, task_kinds, resume, timeout, seed,
-         rpc_tracker, rpc_key, space):  # fmt: skip
+def tune(alpha, resolution, variant, num_classes, batch, target, cuda_arch, cuda_compiler, model_file, trials, work_dir, task_kinds, resume,
+         timeout, seed, rpc_tracker, rpc_key, space):  # fmt: skip
     """Auto-schedule a model's kernels with MetaSchedule into the target's tuning database."""
     from tvmc_mobilenet.compiler.tune import TuneConfig, tune_model
 
@@ -231,6 +247,7 @@ def tune(alpha, resolution, variant, num_classes, batch, target, cuda_arch, mode
         model_file=model_file,
         target=target,
         cuda_arch=cuda_arch,
+        cuda_compiler=cuda_compiler,
         trials=trials,
         work_dir=work_dir,
         tasks=task_kinds,

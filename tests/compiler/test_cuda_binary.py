@@ -1,5 +1,6 @@
 """GPU code in CUDA artifacts: nvcc compiles the kernels at export, the library carries a fatbin
-(SASS for the architecture + PTX) instead of CUDA source. Compile-only here; runs where a GPU is."""
+(SASS for the architecture + PTX) instead of CUDA source; for the Jetson Xavier (sm_72, dropped by
+CUDA 13) CUDA 11.8's NVRTC compiles them into a cubin. Compile-only here; runs where a GPU is."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import has_cuda_gpu, requires_aarch64_cc, requires_cuda_gpu, requires_nvcc
+from tests.conftest import has_cuda_gpu, requires_aarch64_cc, requires_cuda_gpu, requires_nvcc, requires_nvrtc11
 from tvmc_mobilenet.compiler.build import BuildConfig, build_model
 from tvmc_mobilenet.compiler.cuda_binary import (
     BLOB_SYMBOL,
@@ -23,8 +24,10 @@ from tvmc_mobilenet.compiler.cuda_binary import (
     ModuleBlob,
     c_array_bytes,
     compile_kernels,
+    cubin_image,
     cuda_payload_parts,
     fatbin_images,
+    find_cubins,
     find_fatbins,
 )
 from tvmc_mobilenet.errors import ArtifactError
@@ -71,9 +74,18 @@ def small_cuda_module(target):
 
 
 def library_images(library: bytes) -> list[GpuImage]:
-    fatbins = find_fatbins(library)
-    assert len(fatbins) == 1, f"{len(fatbins)} fatbins in the library"
-    return fatbin_images(fatbins[0])
+    """The GPU code embedded in a library: one fatbin (nvcc) or one cubin (NVRTC), never both."""
+    fatbins, cubins = find_fatbins(library), find_cubins(library)
+    assert len(fatbins) + len(cubins) == 1, f"{len(fatbins)} fatbins and {len(cubins)} cubins in the library"
+    return fatbin_images(fatbins[0]) if fatbins else [cubin_image(cubins[0])]
+
+
+def cuobjdump_listing(tool: str, library: bytes, tmp_path: Path) -> str:
+    """NVIDIA's own reading of the GPU code embedded in a library."""
+    fatbins, cubins = find_fatbins(library), find_cubins(library)
+    code = tmp_path / ("kernels.fatbin" if fatbins else "kernels.cubin")
+    code.write_bytes((fatbins or cubins)[0])
+    return subprocess.run([tool, "--list-elf", "--list-ptx", str(code)], capture_output=True, text=True, timeout=60).stdout
 
 
 @requires_nvcc
@@ -109,6 +121,9 @@ def test_blob_damage_is_an_error_not_a_broken_library():
         ModuleBlob.parse(blob[:-1])
     with pytest.raises(CudaCompileError, match="bad magic"):
         fatbin_images(b"\x00" * 32)
+    with pytest.raises(CudaCompileError, match="not a CUDA cubin"):
+        cubin_image(b"\x7fELF" + b"\x00" * 60)
+    assert find_cubins(b"\x7fELF" + b"\x00" * 100) == []  # offset 0: the library's own header
 
 
 @requires_nvcc
@@ -118,25 +133,42 @@ def test_nvcc_errors_are_one_line():
     assert "\n" not in str(info.value)
 
 
+@requires_nvrtc11
+def test_nvrtc_errors_are_one_line():
+    with pytest.raises(CudaCompileError, match=r"NVRTC 11.8 could not compile the kernels for sm_72: .*undefined_thing") as info:
+        compile_kernels('extern "C" __global__ void k() { undefined_thing(); }', resolve_target("jetson-xavier").tvm_target())
+    assert "\n" not in str(info.value)
+
+
 def artifact_library(path: Path) -> bytes:
     with tarfile.open(path) as tar:
         return tar.extractfile("model.so").read()
 
 
-@requires_nvcc
+NVCC_CODE = {"format": "fatbin", "compiler": re.compile(r"nvcc \d+\.\d+")}
+NVRTC_CODE = {"format": "cubin", "compiler": re.compile(r"NVRTC 11\.8")}
+
+
 @pytest.mark.parametrize(
-    "target, batch, arch, machine",
+    "target, batch, arch, machine, code, cuda_compiler",
     [
-        pytest.param("jetson-orin-nano", 1, 87, "aarch64", marks=requires_aarch64_cc),
-        pytest.param("h100", 64, 90, "x86_64"),
+        pytest.param("jetson-orin-nano", 1, 87, "aarch64", NVCC_CODE, None, marks=[requires_nvcc, requires_aarch64_cc]),
+        pytest.param("h100", 64, 90, "x86_64", NVCC_CODE, None, marks=requires_nvcc),
+        pytest.param("jetson-xavier", 2, 72, "aarch64", NVRTC_CODE, None, marks=[requires_nvrtc11, requires_aarch64_cc]),
+        # An Orin on JetPack 5 (CUDA 11.4) takes a CUDA 11.8 cubin rather than CUDA 13 code.
+        pytest.param("jetson-agx-orin", 1, 87, "aarch64", NVRTC_CODE, "nvrtc", marks=[requires_nvrtc11, requires_aarch64_cc]),
     ],
 )
-def test_mobilenet_artifact_carries_gpu_code_for_its_architecture(tmp_path, target, batch, arch, machine):
-    result = build_model(BuildConfig(alpha=0.25, resolution=64, batch=batch, target=target, output=tmp_path / "m.tar"))
+def test_mobilenet_artifact_carries_gpu_code_for_its_architecture(tmp_path, target, batch, arch, machine, code, cuda_compiler):
+    config = BuildConfig(alpha=0.25, resolution=64, batch=batch, target=target, cuda_compiler=cuda_compiler, output=tmp_path / "m.tar")
+    result = build_model(config)
     manifest = result.manifest
     assert manifest["target"]["device"] == "cuda" and manifest["target"]["tvm"]["arch"] == f"sm_{arch}"
     assert manifest["input"]["shape"] == [batch, 3, 64, 64]
-    assert manifest["library"]["gpu_code"]["images"] == [f"compute_{arch}", f"sm_{arch}"]
+    gpu_code = manifest["library"]["gpu_code"]
+    assert gpu_code["format"] == code["format"] and code["compiler"].fullmatch(gpu_code["compiler"]), gpu_code
+    images = [GpuImage("ptx", arch), GpuImage("sass", arch)] if code["format"] == "fatbin" else [GpuImage("sass", arch)]
+    assert gpu_code["images"] == [str(image) for image in images]
     if not result.verification["status"] == "passed":
         assert re.search(r"do not run on this machine|no NVIDIA GPU", result.verification["reason"])
 
@@ -148,13 +180,12 @@ def test_mobilenet_artifact_carries_gpu_code_for_its_architecture(tmp_path, targ
     library = artifact_library(result.artifact_path)
     assert ELF_MACHINE[struct.unpack_from("<H", library, 18)[0]] == machine  # the host side: the board's CPU
     assert b"__global__" not in library
-    assert library_images(library) == [GpuImage("ptx", arch), GpuImage("sass", arch)]
+    assert library_images(library) == images
     tool = cuobjdump()
-    if tool is not None:  # NVIDIA's own reading of the embedded fatbin
-        fatbin = tmp_path / "kernels.fatbin"
-        fatbin.write_bytes(find_fatbins(library)[0])
-        listing = subprocess.run([tool, "--list-elf", "--list-ptx", str(fatbin)], capture_output=True, text=True, timeout=60).stdout
-        assert f"sm_{arch}.cubin" in listing and f"sm_{arch}.ptx" in listing, listing
+    if tool is not None:  # NVIDIA's own reading of the embedded fatbin or cubin
+        listing = cuobjdump_listing(tool, library, tmp_path)
+        assert f"sm_{arch}.cubin" in listing, listing
+        assert (f"sm_{arch}.ptx" in listing) == (code["format"] == "fatbin"), listing
 
 
 @pytest.mark.cuda
@@ -165,21 +196,47 @@ def test_cuda_build_runs_and_verifies_on_the_local_gpu(tmp_path):
     assert result.verification["status"] == "passed"
 
 
-@requires_nvcc
-def test_tuning_candidates_for_a_gpu_carry_compiled_code():
-    """The tuning builder exports CUDA candidates like artifacts: nvcc-compiled, no source."""
+@requires_aarch64_cc
+@pytest.mark.parametrize(
+    "target, images",
+    [
+        pytest.param("jetson-orin-nano", [GpuImage("ptx", 87), GpuImage("sass", 87)], marks=requires_nvcc),
+        pytest.param("jetson-xavier", [GpuImage("sass", 72)], marks=requires_nvrtc11),
+    ],
+)
+def test_tuning_candidates_for_a_gpu_carry_compiled_code(target, images):
+    """The tuning builder exports CUDA candidates like artifacts: compiled, no source."""
     import tvm
 
     from tests.schedules.kernels import Layer, conv_kernel_of
     from tvmc_mobilenet.compiler.measure import build_and_export
     from tvmc_mobilenet.compiler.passes import schedule
 
-    target = resolve_target("jetson-orin-nano").tvm_target()
-    name, kernel = conv_kernel_of(schedule(Layer(1, 16, 32, 14, 1, 1, 1).fused(target), target))
-    path = build_and_export(tvm.IRModule({"main": kernel.with_attr("global_symbol", "main")}), target, "aarch64-linux-gnu-g++")
+    tvm_target = resolve_target(target).tvm_target()
+    name, kernel = conv_kernel_of(schedule(Layer(1, 16, 32, 14, 1, 1, 1).fused(tvm_target), tvm_target))
+    path = build_and_export(tvm.IRModule({"main": kernel.with_attr("global_symbol", "main")}), tvm_target, "aarch64-linux-gnu-g++")
     library = Path(path).read_bytes()
     assert b"__global__" not in library
-    assert library_images(library) == [GpuImage("ptx", 87), GpuImage("sass", 87)]
+    assert library_images(library) == images
+
+
+@pytest.mark.cuda
+@requires_cuda_gpu
+@requires_nvrtc11
+def test_cuda11_nvrtc_cubin_runs_and_verifies_on_the_local_gpu(tmp_path, monkeypatch):
+    """The Xavier's route (a CUDA 11.8 cubin, ``fmt="cubin"``) loaded and run by TVM's runtime, on
+    whatever GPU this machine has (NVRTC 11.8 targets up to sm_90)."""
+    import tvmc_mobilenet.compiler.cuda_binary as cuda_binary
+    from tvmc_mobilenet.targets.registry import local_cuda_arch
+    from tvmc_mobilenet.targets.toolchain import CudaCompiler
+
+    arch = local_cuda_arch()
+    if int(arch[3:5]) > 90:
+        pytest.skip(f"NVRTC 11.8 does not target this GPU ({arch})")
+    monkeypatch.setattr(cuda_binary, "cuda_compiler_for", lambda _arch: CudaCompiler.NVRTC_11)
+    result = build_model(BuildConfig(alpha=0.25, resolution=64, target="cuda", output=tmp_path / "gpu.tar"))
+    assert result.manifest["library"]["gpu_code"]["format"] == "cubin"
+    assert result.verification["status"] == "passed"
 
 
 @pytest.mark.skipif(has_cuda_gpu(), reason="checks the refusal on a machine without a GPU")

@@ -70,14 +70,14 @@ def test_cpu_intrinsics_without_the_other_backends():
     assert float(proc.stdout.strip()) < 10  # the whole package takes ~23 s
 
 
-def crash_or_hang_when_named(mod, target, cross_compiler=None):
+def crash_or_hang_when_named(mod, target, cross_compiler=None, cuda_compiler=None):
     """Runs in a builder worker (the tests patch it in for ``build_and_export``)."""
     script = mod.script()
     if "crash_me" in script:
         os._exit(3)  # a worker dying as a segfaulting compiler would
     if "hang_me" in script:
         time.sleep(3600)
-    return build_and_export(mod, target, cross_compiler)
+    return build_and_export(mod, target, cross_compiler, cuda_compiler)
 
 
 @pytest.mark.faults("fault")
@@ -96,14 +96,14 @@ def test_a_crashed_or_hung_worker_fails_its_trial_and_the_next_build_works(monke
     assert fine.error_msg is None and again[0].error_msg is None and os.path.exists(again[0].artifact_path)
 
 
-def crash_or_hang_sometimes(mod, target, cross_compiler=None):
+def crash_or_hang_sometimes(mod, target, cross_compiler=None, cuda_compiler=None):
     """A quarter of the candidates crash their worker and a quarter hang past the timeout."""
     kind = hashlib.sha256(mod.script().encode()).digest()[0] % 4
     if kind == 0:
         os._exit(3)
     if kind == 1:
         time.sleep(3600)
-    return build_and_export(mod, target, cross_compiler)
+    return build_and_export(mod, target, cross_compiler, cuda_compiler)
 
 
 @pytest.mark.faults("fault")

@@ -7,7 +7,8 @@ import pytest
 
 from tvmc_mobilenet.errors import TargetError
 from tvmc_mobilenet.targets.host import host_cores, host_target_json
-from tvmc_mobilenet.targets.toolchain import nvcc_architectures
+from tests.conftest import requires_nvcc, requires_nvrtc11
+from tvmc_mobilenet.targets.toolchain import CudaCompiler, cuda_compiler_for, nvcc_architectures
 from tvmc_mobilenet.targets.registry import TARGETS, Device, Measure, local_cuda_arch, require_buildable, resolve_target
 
 
@@ -71,7 +72,10 @@ def test_unknown_targets(text, message):
 
 
 def test_missing_toolchains(monkeypatch, tmp_path):
+    import tvmc_mobilenet.targets.nvrtc as nvrtc
+
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(nvrtc, "cuda11_nvrtc", lambda: None)
     with pytest.raises(TargetError, match=r"apt-get install g\+\+-aarch64-linux-gnu"):
         require_buildable(resolve_target("rk3399"))
     with pytest.raises(TargetError, match=r"compile their kernels with nvcc, which is not on PATH"):
@@ -103,10 +107,31 @@ def test_cuda_architecture_errors():
         resolve_target("rasp4b", "sm_87")
 
 
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (CUDA toolkit) is not installed")
-def test_architectures_nvcc_cannot_compile_are_refused():
-    with pytest.raises(TargetError, match=r"this nvcc cannot compile for sm_61 \(it supports .*sm_87"):
-        require_buildable(resolve_target("cuda", "sm_61"))
-    if "sm_72" not in nvcc_architectures():  # CUDA 13 dropped Volta: Jetson Xavier needs CUDA 12
-        with pytest.raises(TargetError, match=r"cannot compile for sm_72 .*CUDA 12 for sm_72 and older"):
+@pytest.mark.faults("bad_input")
+@requires_nvcc
+@requires_nvrtc11
+def test_architectures_nvcc_dropped_go_to_cuda11_nvrtc():
+    # CUDA 13's nvcc starts at sm_75: the Xavier (sm_72) and older GPUs compile with NVRTC 11.8.
+    assert cuda_compiler_for("sm_87") is CudaCompiler.NVCC
+    for arch in ("sm_72", "sm_70", "sm_53"):
+        assert cuda_compiler_for(arch) is (CudaCompiler.NVCC if arch in nvcc_architectures() else CudaCompiler.NVRTC_11)
+    require_buildable(resolve_target("jetson-xavier"))
+    require_buildable(resolve_target("cuda", "sm_61"))
+    refusal = r"no compiler here targets sm_30: nvcc supports sm_\d+ to sm_\d+, CUDA 11.8's NVRTC sm_35 to sm_90"
+    with pytest.raises(TargetError, match=refusal):
+        require_buildable(resolve_target("cuda", "sm_30"))
+
+
+@pytest.mark.faults("bad_input")
+def test_missing_cuda_compilers_say_what_to_install(monkeypatch):
+    import tvmc_mobilenet.targets.nvrtc as nvrtc
+    import tvmc_mobilenet.targets.toolchain as toolchain
+
+    monkeypatch.setattr(nvrtc, "cuda11_nvrtc", lambda: None)
+    if shutil.which("nvcc") is not None and "sm_72" not in nvcc_architectures():
+        refusal = r"this nvcc cannot compile for sm_72 .*install CUDA 11.8's NVRTC: pip install 'tvmc-mobilenet\[cuda11\]'"
+        with pytest.raises(TargetError, match=refusal):
             require_buildable(resolve_target("jetson-xavier"))
+    monkeypatch.setattr(toolchain.shutil, "which", lambda name: None)
+    with pytest.raises(TargetError, match=r"nvcc, which is not on PATH; install the CUDA toolkit \(nvcc\), or CUDA 11.8's NVRTC"):
+        require_buildable(resolve_target("jetson-orin-nano"))

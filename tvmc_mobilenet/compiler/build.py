@@ -32,6 +32,7 @@ from tvmc_mobilenet.runtime.artifact import (
 )
 from tvmc_mobilenet.runtime.executor import RELATIVE_TOLERANCE, compare_outputs
 from tvmc_mobilenet.targets.registry import Device, Measure, ResolvedTarget, require_buildable, resolve_target
+from tvmc_mobilenet.targets.toolchain import CudaCompiler, cuda_compiler_for, parse_cuda_compiler
 
 LIBRARY_FILE = "model.so"
 
@@ -48,6 +49,13 @@ class BuildConfig(ModelOptions):
     no_tuning_db: bool = False
     output: Path | None = None
     verify: bool = True
+    #: What compiles a CUDA target's kernels: ``nvcc`` or ``nvrtc`` (CUDA 11.8's); default: nvcc
+    #: where it targets the architecture, else NVRTC 11.8.
+    cuda_compiler: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parse_cuda_compiler(self.cuda_compiler)
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,8 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
     """Compile, export, verify and package one model. Raises a TvmcMobilenetError on bad input."""
     started = time.time()
     target = resolve_target(config.target, config.cuda_arch)
-    require_buildable(target)
+    cuda_compiler = parse_cuda_compiler(config.cuda_compiler)
+    require_buildable(target, cuda_compiler)
     output = Path(config.output) if config.output is not None else default_output_path(config, target)
     if output.is_dir():
         raise BadInputError(f"output {str(output)!r} is a directory; give a file name such as model.tar")
@@ -92,8 +101,10 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
     with tempfile.TemporaryDirectory(prefix="tvmc-mobilenet-build-") as tmp:
         lib_path = Path(tmp) / LIBRARY_FILE
         if target.spec.device is Device.CUDA:
-            log(f"compiling the GPU kernels with nvcc for {target.target_json['arch']}")
-        gpu_code = _export(executable, lib_path, target)
+            arch = str(target.target_json["arch"])
+            compiler = "nvcc" if cuda_compiler_for(arch, cuda_compiler) is CudaCompiler.NVCC else "CUDA 11.8's NVRTC"
+            log(f"compiling the GPU kernels with {compiler} for {arch}")
+        gpu_code = _export(executable, lib_path, target, cuda_compiler)
         library = lib_path.read_bytes()
         if config.verify and target.runs_here:
             log("verifying the exported library against " + imported.reference_framework)
@@ -233,9 +244,9 @@ def _compile(mod, tvm_target, database):
     return executable, tuned, kernels, layout
 
 
-def _export(executable, lib_path: Path, target: ResolvedTarget) -> dict[str, Any] | None:
-    """Write the library; for a CUDA target with its kernels compiled by nvcc. Returns what GPU
-    code the library carries (None for CPU targets)."""
+def _export(executable, lib_path: Path, target: ResolvedTarget, cuda_compiler: CudaCompiler | None = None) -> dict[str, Any] | None:
+    """Write the library; for a CUDA target with its kernels compiled (nvcc, or NVRTC 11.8 for
+    old GPUs). Returns what GPU code the library carries (None for CPU targets)."""
     fcompile = None
     if target.spec.cross_compiler:
         from tvm.support import cc
@@ -246,11 +257,11 @@ def _export(executable, lib_path: Path, target: ResolvedTarget) -> dict[str, Any
         return None
     from tvmc_mobilenet.compiler.cuda_binary import CompiledCudaPacker, CudaCompileError
 
-    packer = CompiledCudaPacker(target.tvm_target())
+    packer = CompiledCudaPacker(target.tvm_target(), cuda_compiler)
     executable.export_library(str(lib_path), fcompile=fcompile, fpack_imports=packer)
     if not packer.images:
         raise CudaCompileError(f"the {target.name} library holds no compiled GPU code; refusing to write it")
-    return {"format": "fatbin", "compiler": "nvcc", "images": [str(image) for image in packer.images]}
+    return packer.gpu_code()
 
 
 def _why_not_here(target: ResolvedTarget) -> str:

@@ -5,12 +5,18 @@ linked into the compiling process (no driver, as on a build machine) and compile
 module is loaded (``CUDAModuleNode::JitCompileFromSource``, through NVRTC or nvcc on the device).
 A Jetson or a server with only the TVM runtime cannot do that. So at export this module:
 
-1. compiles the kernels' source with nvcc into a fatbin holding SASS for the target's
-   architecture and its PTX (which the driver can JIT for a newer GPU), via TVM's own
-   ``tvm.support.nvcc.compile_cuda``;
+1. compiles the kernels' source for the target's architecture (the compiler is chosen by
+   :func:`~tvmc_mobilenet.targets.toolchain.cuda_compiler_for`):
+
+   - with nvcc, via TVM's own ``tvm.support.nvcc.compile_cuda``, into a fatbin holding SASS for
+     the architecture and its PTX (which the driver can JIT for a newer GPU);
+   - for the architectures nvcc has dropped (sm_72, the Jetson Xavier), with CUDA 11.8's NVRTC
+     (:mod:`tvmc_mobilenet.targets.nvrtc`) into a cubin, which a CUDA 11 driver loads;
+
 2. writes the library's packed import blob (``__tvm_ffi__library_bin``, what
    ``export_library`` embeds) with each CUDA module's payload turned from ``fmt="cuda"`` (source)
-   into ``fmt="fatbin"`` (compiled), which the runtime loads with ``cuModuleLoadData``.
+   into ``fmt="fatbin"`` or ``fmt="cubin"`` (compiled), which the runtime loads with
+   ``cuModuleLoadData``.
 
 The blob layout (TVM 0.27, ``ffi`` library module) and the CUDA module payload
 (``Write(fmt) Write(fmap) Write(code)``, ``src/target/cuda/cuda_fallback_module.cc``) are parsed
@@ -28,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tvmc_mobilenet.errors import TvmcMobilenetError
-from tvmc_mobilenet.targets.toolchain import parse_arch, require_nvcc_for
+from tvmc_mobilenet.targets.toolchain import CudaCompiler, cuda_compiler_for, nvcc_release, parse_arch
 
 if TYPE_CHECKING:
     import tvm
@@ -40,6 +46,8 @@ BLOB_SYMBOL = "__tvm_ffi__library_bin"
 _DSO_KEY = b"_lib"
 _CUDA_KIND = b"cuda"
 _FATBIN_MAGIC = 0xBA55ED50
+_ELF_MAGIC = b"\x7fELF"
+_EM_CUDA = 190
 
 
 @contextlib.contextmanager
@@ -85,18 +93,58 @@ def gencode_flags(arch: str) -> list[str]:
     return ["-gencode", f"arch={virtual},code=sm_{number}{suffix}", "-gencode", f"arch={virtual},code={virtual}"]
 
 
-def compile_kernels(source: str, target: tvm.target.Target) -> bytes:
-    """CUDA source → fatbin (SASS + PTX for the target's ``arch``) with TVM's nvcc driver."""
+@dataclass(frozen=True)
+class GpuBinary:
+    """Kernels compiled for one architecture: a ``fatbin`` (nvcc) or a ``cubin`` (NVRTC)."""
+
+    fmt: str
+    data: bytes
+    compiler: str
+
+    @property
+    def images(self) -> list[GpuImage]:
+        return fatbin_images(self.data) if self.fmt == "fatbin" else [cubin_image(self.data)]
+
+
+def compile_kernels(source: str, target: tvm.target.Target, compiler: CudaCompiler | None = None) -> GpuBinary:
+    """CUDA source → compiled code for the target's ``arch``, by ``compiler`` (default: the one
+    that targets it, see :func:`cuda_compiler_for`)."""
+    arch = str(target.attrs["arch"])
+    if cuda_compiler_for(arch, compiler) is CudaCompiler.NVRTC_11:
+        return _compile_with_nvrtc11(source, arch)
     from tvm.support import nvcc
 
-    arch = str(target.attrs["arch"])
-    require_nvcc_for(arch)
     try:
         with target:  # compile_cuda reads the compute version of the current target
-            return bytes(nvcc.compile_cuda(source, target_format="fatbin", arch=gencode_flags(arch), options=["-w"], compiler="nvcc"))
+            fatbin = bytes(nvcc.compile_cuda(source, target_format="fatbin", arch=gencode_flags(arch), options=["-w"], compiler="nvcc"))
     except RuntimeError as exc:
         errors = [line.strip() for line in str(exc).splitlines() if "error" in line.lower() and "Compilation error" not in line]
         raise CudaCompileError(f"nvcc could not compile the kernels for {arch}: {errors[0] if errors else 'see nvcc output'}") from None
+    return GpuBinary("fatbin", fatbin, f"nvcc {nvcc_release() or '(version unknown)'}")
+
+
+def _compile_with_nvrtc11(source: str, arch: str) -> GpuBinary:
+    """A cubin (SASS only: an older driver cannot JIT CUDA 11.8's PTX, and a newer GPU has nvcc's
+    own targets) from CUDA 11.8's NVRTC."""
+    from tvmc_mobilenet.targets.nvrtc import NvrtcCompileError, cuda11_nvrtc
+
+    nvrtc = cuda11_nvrtc()
+    assert nvrtc is not None  # cuda_compiler_for chose it
+    try:
+        cubin = nvrtc.compile_cubin(source, arch)
+    except NvrtcCompileError as exc:
+        raise CudaCompileError(f"NVRTC {nvrtc.version()} could not compile the kernels for {arch}: {exc}") from None
+    return GpuBinary("cubin", cubin, f"NVRTC {nvrtc.version()}")
+
+
+def cubin_image(data: bytes) -> GpuImage:
+    """The architecture of a cubin: a CUDA ELF (machine 190) whose flags carry the SM version
+    (low byte, ELF ABI version 7 as CUDA 11 and 12 write it)."""
+    if len(data) < 64 or data[:4] != _ELF_MAGIC or data[4] != 2 or struct.unpack_from("<H", data, 18)[0] != _EM_CUDA:
+        raise CudaCompileError("not a CUDA cubin (no 64-bit CUDA ELF header)")
+    if data[8] != 7:
+        raise CudaCompileError(f"cubin with an unknown ELF ABI version ({data[8]})")
+    return GpuImage("sass", struct.unpack_from("<I", data, 48)[0] & 0xFF)
 
 
 def fatbin_images(data: bytes) -> list[GpuImage]:
@@ -129,6 +177,40 @@ def find_fatbins(library: bytes) -> list[bytes]:
                 continue
         start += 4
     return found
+
+
+def find_cubins(library: bytes) -> list[bytes]:
+    """Every CUDA ELF (cubin) embedded in a file on its own (not inside a fatbin), found by its
+    header; it ends where the last of its section headers, program headers and contents ends."""
+    fatbin_spans, start = [], 0
+    for fatbin in find_fatbins(library):
+        start = library.index(fatbin, start)
+        fatbin_spans.append(range(start, start + len(fatbin)))
+    found, start = [], 1  # offset 0 is the library's own ELF header
+    while (start := library.find(_ELF_MAGIC, start)) >= 0:
+        end = None if any(start in span for span in fatbin_spans) else _cuda_elf_end(library, start)
+        if end is not None:
+            found.append(library[start:end])
+            start = end
+        else:
+            start += 4
+    return found
+
+
+def _cuda_elf_end(data: bytes, start: int) -> int | None:
+    if start + 64 > len(data) or struct.unpack_from("<H", data, start + 18)[0] != _EM_CUDA:
+        return None
+    program_headers, section_headers = struct.unpack_from("<QQ", data, start + 32)
+    ph_size, ph_count, sh_size, sh_count = struct.unpack_from("<HHHH", data, start + 54)
+    end = max(program_headers + ph_size * ph_count, section_headers + sh_size * sh_count)
+    if start + section_headers + sh_size * sh_count > len(data):
+        return None
+    for index in range(sh_count):
+        header = start + section_headers + index * sh_size
+        kind, offset, size = struct.unpack_from("<I", data, header + 4)[0], *struct.unpack_from("<QQ", data, header + 24)
+        if kind != 8:  # SHT_NOBITS occupies no bytes in the file
+            end = max(end, offset + size)
+    return start + end if start + end <= len(data) else None
 
 
 # ---- the packed import blob ------------------------------------------------------------------
@@ -212,23 +294,23 @@ def cuda_payload_parts(payload: bytes) -> tuple[str, bytes, bytes]:
     raise CudaCompileError(f"unrecognised CUDA module payload (format {fmt!r})")
 
 
-def compile_cuda_modules(blob: bytes, target: tvm.target.Target) -> tuple[bytes, list[GpuImage]]:
-    """Replace every CUDA-source module in a packed blob by its compiled fatbin.
+def compile_cuda_modules(blob: bytes, target: tvm.target.Target, compiler: CudaCompiler | None = None) -> tuple[bytes, list[GpuBinary]]:
+    """Replace every CUDA-source module in a packed blob by its compiled code.
 
-    Returns the new blob and the images of the fatbins written (one set per CUDA module).
+    Returns the new blob and what was compiled (one binary per CUDA module).
     """
     parsed = ModuleBlob.parse(blob)
-    images: list[GpuImage] = []
+    binaries: list[GpuBinary] = []
     for index, (kind, payload) in enumerate(parsed.modules):
         if kind != _CUDA_KIND or payload is None:
             continue
         fmt, function_table, code = cuda_payload_parts(payload)
         if fmt != "cuda":
             continue  # already compiled (built where the CUDA runtime is linked)
-        fatbin = compile_kernels(code.decode(), target)
-        images += fatbin_images(fatbin)
-        parsed.modules[index] = (kind, _string(b"fatbin") + function_table + _string(fatbin))
-    return parsed.serialize(), images
+        binary = compile_kernels(code.decode(), target, compiler)
+        binaries.append(binary)
+        parsed.modules[index] = (kind, _string(binary.fmt.encode()) + function_table + _string(binary.data))
+    return parsed.serialize(), binaries
 
 
 def c_array_bytes(c_source: str) -> tuple[str, bytes, str]:
@@ -249,18 +331,31 @@ def c_array_source(declaration: str, data: bytes, tail: str) -> str:
 
 class CompiledCudaPacker:
     """``fpack_imports`` for ``export_library``: packs the imports as TVM does (C source), with
-    the CUDA modules compiled. After the export, :attr:`images` lists the GPU code written."""
+    the CUDA modules compiled. After the export, :attr:`binaries` holds the GPU code written."""
 
-    def __init__(self, target: tvm.target.Target) -> None:
+    def __init__(self, target: tvm.target.Target, compiler: CudaCompiler | None = None) -> None:
         self.target = target
-        self.images: list[GpuImage] = []
+        self.compiler = compiler
+        self.binaries: list[GpuBinary] = []
+
+    @property
+    def images(self) -> list[GpuImage]:
+        return [image for binary in self.binaries for image in binary.images]
+
+    def gpu_code(self) -> dict[str, object]:
+        """What the manifest says of the library's GPU code."""
+        return {
+            "format": "+".join(sorted({b.fmt for b in self.binaries})),
+            "compiler": "+".join(sorted({b.compiler for b in self.binaries})),
+            "images": [str(image) for image in self.images],
+        }
 
     def __call__(self, module, is_system_lib: bool, symbol_prefix: str, workspace_dir: str) -> str:
         from tvm.runtime import _ffi_api
 
         c_source = _ffi_api.ModulePackImportsToC(module, is_system_lib, symbol_prefix)
         declaration, blob, tail = c_array_bytes(c_source)
-        new_blob, self.images = compile_cuda_modules(blob, self.target)
+        new_blob, self.binaries = compile_cuda_modules(blob, self.target, self.compiler)
         path = Path(workspace_dir) / f"{symbol_prefix}devc.c"
         path.write_text(c_array_source(declaration, new_blob, tail))
         return str(path)

@@ -46,12 +46,15 @@ def ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def build_and_export(mod: Any, target: Any, cross_compiler: str | None = None) -> str:
+def build_and_export(mod: Any, target: Any, cross_compiler: str | None = None, cuda_compiler: str | None = None) -> str:
     """Compile one scheduled kernel and export it as a shared library; returns its path.
 
     Runs in a builder worker process. ``cross_compiler`` links libraries for another machine
-    (e.g. ``aarch64-linux-gnu-g++`` for a Raspberry Pi or a Jetson's host side).
+    (e.g. ``aarch64-linux-gnu-g++`` for a Raspberry Pi or a Jetson's host side);
+    ``cuda_compiler`` (``nvcc``/``nvrtc``) compiles a GPU kernel, as ``build --cuda-compiler``.
     """
+    from tvmc_mobilenet.targets.toolchain import CudaCompiler
+
     import tvm
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
@@ -67,7 +70,8 @@ def build_and_export(mod: Any, target: Any, cross_compiler: str | None = None) -
 
         fcompile = cc.cross_compiler(cross_compiler)
     # A CUDA kernel is compiled by nvcc into the library, as in artifacts: the device needs no compiler.
-    pack = CompiledCudaPacker(target) if target.kind.name == "cuda" else None
+    compiler = CudaCompiler(cuda_compiler) if cuda_compiler else None
+    pack = CompiledCudaPacker(target, compiler) if target.kind.name == "cuda" else None
     runtime_module.export_library(path, fcompile=fcompile, fpack_imports=pack)
     return path
 
@@ -82,10 +86,12 @@ def _make_builder_class():
     class PersistentBuilder(PyBuilder):
         """A MetaSchedule builder whose worker processes live across batches."""
 
-        def __init__(self, max_workers: int, timeout_sec: float, cross_compiler: str | None, worker_uses: int = WORKER_USES):
+        def __init__(self, max_workers: int, timeout_sec: float, cross_compiler: str | None, cuda_compiler: str | None = None,
+                     worker_uses: int = WORKER_USES):  # fmt: skip
             super().__init__()
             self.timeout_sec = timeout_sec
             self.cross_compiler = cross_compiler
+            self.cuda_compiler = cuda_compiler
             self.pool = PopenPoolExecutor(
                 max_workers=max_workers,
                 timeout=timeout_sec,
@@ -95,7 +101,7 @@ def _make_builder_class():
 
         def build(self, build_inputs):
             results = []
-            jobs = [(inp.mod, inp.target, self.cross_compiler) for inp in build_inputs]
+            jobs = [(inp.mod, inp.target, self.cross_compiler, self.cuda_compiler) for inp in build_inputs]
             for outcome in self.pool.map_with_error_catching(lambda job: build_and_export(*job), jobs):
                 if outcome.status == StatusKind.COMPLETE:
                     results.append(BuilderResult(outcome.value, None))
@@ -114,11 +120,11 @@ def _make_builder_class():
 _BUILDER_CLASS = None
 
 
-def persistent_builder(max_workers: int, timeout_sec: float, cross_compiler: str | None = None):
+def persistent_builder(max_workers: int, timeout_sec: float, cross_compiler: str | None = None, cuda_compiler: str | None = None):
     global _BUILDER_CLASS
     if _BUILDER_CLASS is None:
         _BUILDER_CLASS = _make_builder_class()
-    return _BUILDER_CLASS(max_workers=max_workers, timeout_sec=timeout_sec, cross_compiler=cross_compiler)
+    return _BUILDER_CLASS(max_workers=max_workers, timeout_sec=timeout_sec, cross_compiler=cross_compiler, cuda_compiler=cuda_compiler)
 
 
 def local_runner(timeout_sec: float):

@@ -23,6 +23,7 @@ from tvmc_mobilenet.compiler.model_source import ModelOptions
 from tvmc_mobilenet.compiler.tasks import Task, parse_task_filter
 from tvmc_mobilenet.errors import BadInputError, TargetError, TuningError
 from tvmc_mobilenet.targets.registry import Device, Measure, ResolvedTarget, require_buildable, resolve_target
+from tvmc_mobilenet.targets.toolchain import parse_cuda_compiler
 
 REPORT_FILE = "tuning_report.json"
 #: One line per tune run (model, trials, seconds), appended: the history of a database.
@@ -55,6 +56,8 @@ class TuneConfig(ModelOptions):
     #: Design space for pointwise and depthwise kernels: ``ours`` (schedules/) or MetaSchedule's
     #: ``generic`` one (as every other kernel gets), e.g. to compare the two.
     space: str = "ours"
+    #: What compiles GPU candidates: ``nvcc`` or ``nvrtc`` (CUDA 11.8's), as ``build --cuda-compiler``.
+    cuda_compiler: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -63,6 +66,7 @@ class TuneConfig(ModelOptions):
         if not (isinstance(self.timeout, (int, float)) and 1 <= self.timeout <= 3600):
             raise BadInputError(f"--timeout must be between 1 and 3600 seconds, got {self.timeout!r}")
         parse_task_filter(self.tasks)
+        parse_cuda_compiler(self.cuda_compiler)
         if self.space not in SPACES:
             raise BadInputError(f"--space must be one of {', '.join(SPACES)}, got {self.space!r}")
 
@@ -181,7 +185,7 @@ def _require_tunable(target: ResolvedTarget, config: TuneConfig):
     """Check the target can be tuned from here; returns its RpcTarget when measured remotely."""
     from tvmc_mobilenet.runtime.rpc import RpcTarget
 
-    require_buildable(target)
+    require_buildable(target, parse_cuda_compiler(config.cuda_compiler))
     rpc = RpcTarget.from_options(config.rpc_tracker, config.rpc_key, None, None, call_timeout=config.timeout)
     remote = target.spec.measure is not Measure.LOCAL or not target.runs_here
     if remote and rpc is None and target.spec.device is Device.CUDA and target.spec.measure is Measure.LOCAL:
@@ -346,7 +350,8 @@ def _measurement(target: ResolvedTarget, rpc, config: TuneConfig, log) -> _Measu
         # Kernels run with every core: the runner's worker inherits TVM_NUM_THREADS.
         threads = int(target.target_json.get("num-cores") or host_threads)
         os.environ["TVM_NUM_THREADS"] = str(threads)
-        return _Measurement(threads, lambda: persistent_builder(threads, config.timeout), lambda: local_runner(config.timeout))
+        builder = lambda: persistent_builder(threads, config.timeout, cuda_compiler=config.cuda_compiler)  # noqa: E731
+        return _Measurement(threads, builder, lambda: local_runner(config.timeout))
     from tvmc_mobilenet.errors import RpcError
     from tvmc_mobilenet.runtime.rpc import servers_for_key, tracker_summary
 
@@ -365,7 +370,7 @@ def _measurement(target: ResolvedTarget, rpc, config: TuneConfig, log) -> _Measu
 
     return _Measurement(
         host_threads,
-        lambda: persistent_builder(host_threads, config.timeout, cross_compiler=cross),
+        lambda: persistent_builder(host_threads, config.timeout, cross_compiler=cross, cuda_compiler=config.cuda_compiler),
         lambda: rpc_runner(rpc, config.timeout, max_workers=boards),
         device_check,
     )

@@ -17,7 +17,7 @@ from enum import Enum
 from typing import Any
 
 from tvmc_mobilenet.errors import TargetError
-from tvmc_mobilenet.targets.toolchain import parse_arch, require_nvcc_for
+from tvmc_mobilenet.targets.toolchain import CudaCompiler, cuda_compiler_for, parse_arch
 
 #: Placeholder for the host's TVM target, which is detected (see :mod:`.host`).
 HOST_TARGET = "host"
@@ -164,7 +164,7 @@ TARGETS: tuple[TargetSpec, ...] = (
     ),
     TargetSpec(
         name="jetson-xavier",
-        description="NVIDIA Jetson AGX Xavier: Volta GPU sm_72, 8-core Carmel host (needs CUDA 12 or older)",
+        description="NVIDIA Jetson AGX Xavier: Volta GPU sm_72, 8-core Carmel host (JetPack 5: CUDA 11.4)",
         tvm_target=_jetson("sm_72", "carmel", 8),
         threads=8,
         rpc_key="jetson-xavier",
@@ -332,11 +332,14 @@ def _target_json(target: str | dict[str, Any], original: str | None = None) -> d
     return json.loads(str(parsed))
 
 
-def require_buildable(resolved: ResolvedTarget) -> None:
-    """Raise if this version cannot build for the target, or its toolchain is missing here."""
+def require_buildable(resolved: ResolvedTarget, cuda_compiler: CudaCompiler | None = None) -> None:
+    """Raise if this version cannot build for the target, or its toolchain (``cuda_compiler``
+    when one is asked for) is missing here."""
     spec = resolved.spec
     if spec.unsupported_reason:
         raise TargetError(f"target {spec.name!r}: {spec.unsupported_reason}")
+    if cuda_compiler is not None and spec.device is not Device.CUDA:
+        raise TargetError(f"--cuda-compiler compiles GPU kernels, but {spec.name!r} is a {spec.device.value} target")
     if spec.device is Device.CUDA:
         arch = resolved.target_json.get("arch")
         if not arch:
@@ -344,7 +347,7 @@ def require_buildable(resolved: ResolvedTarget) -> None:
                 f"target {spec.name!r} needs a GPU architecture and no NVIDIA GPU was found here to detect it; "
                 "give one with --arch sm_XX (e.g. sm_87 for Jetson Orin, sm_90 for H100/H200)"
             )
-        require_nvcc_for(str(arch))
+        cuda_compiler_for(str(arch), cuda_compiler)
     if spec.cross_compiler and shutil.which(spec.cross_compiler) is None:
         raise TargetError(
             f"target {spec.name!r} needs the cross compiler {spec.cross_compiler}, which is not on PATH; "

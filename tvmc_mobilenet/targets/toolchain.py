@@ -7,10 +7,11 @@ import platform
 import re
 import shutil
 import subprocess
+from enum import Enum
 from functools import lru_cache
 from typing import Any
 
-from tvmc_mobilenet.errors import TargetError
+from tvmc_mobilenet.errors import BadInputError, TargetError
 
 #: Compilers the targets use, by the name a user would look for.
 TOOLS = {
@@ -53,12 +54,14 @@ def parse_arch(arch: str) -> tuple[int, str]:
     return int(match.group(1)), match.group(2)
 
 
-@lru_cache(maxsize=1)
 def nvcc_architectures() -> tuple[str, ...]:
     """The real architectures this machine's nvcc compiles for (``nvcc --list-gpu-code``)."""
     nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        return ()
+    return () if nvcc is None else _nvcc_architectures(nvcc)
+
+
+@lru_cache(maxsize=4)
+def _nvcc_architectures(nvcc: str) -> tuple[str, ...]:
     try:
         proc = subprocess.run([nvcc, "--list-gpu-code"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
@@ -66,20 +69,73 @@ def nvcc_architectures() -> tuple[str, ...]:
     return tuple(line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("sm_"))
 
 
-def require_nvcc_for(arch: str) -> None:
-    """Raise unless nvcc is installed and compiles for ``arch``."""
-    parse_arch(arch)
-    if shutil.which("nvcc") is None:
-        raise TargetError(
-            "CUDA targets compile their kernels with nvcc, which is not on PATH; install the CUDA toolkit (nvcc) and try again"
-        )
-    supported = nvcc_architectures()
+class CudaCompiler(str, Enum):
+    """What compiles a CUDA target's kernels: this machine's nvcc (a fatbin: SASS + PTX), or CUDA
+    11.8's NVRTC from PyPI (a cubin) for the architectures that nvcc has dropped."""
+
+    NVCC = "nvcc"
+    NVRTC_11 = "nvrtc"
+
+
+def cuda_compiler_for(arch: str, requested: CudaCompiler | None = None) -> CudaCompiler:
+    """The compiler for ``arch``: the ``requested`` one, else nvcc when it targets ``arch``, else
+    CUDA 11.8's NVRTC when that is installed and targets it; a :class:`TargetError` saying what to
+    install or choose when none does."""
+    from tvmc_mobilenet.targets.nvrtc import INSTALL_HINT, cuda11_nvrtc
+
     number, _suffix = parse_arch(arch)
-    if supported and f"sm_{number}" not in supported:
+    has_nvcc, nvcc_archs = shutil.which("nvcc") is not None, nvcc_architectures()
+    nvcc_fits = has_nvcc and (not nvcc_archs or f"sm_{number}" in nvcc_archs)
+    nvrtc = cuda11_nvrtc()
+    nvrtc_fits = nvrtc is not None and f"sm_{number}" in nvrtc.architectures()
+    if nvcc_fits and requested in (None, CudaCompiler.NVCC):
+        return CudaCompiler.NVCC
+    if nvrtc_fits and requested in (None, CudaCompiler.NVRTC_11):
+        return CudaCompiler.NVRTC_11
+    if requested is CudaCompiler.NVRTC_11:
+        if nvrtc is None:
+            raise TargetError(f"--cuda-compiler nvrtc needs CUDA 11.8's NVRTC, which is not installed: {INSTALL_HINT}")
+        raise TargetError(f"CUDA 11.8's NVRTC cannot compile for {arch} (it targets {_span(nvrtc.architectures())}); use nvcc")
+    if not has_nvcc:
         raise TargetError(
-            f"this nvcc cannot compile for {arch} (it supports {', '.join(supported)}); "
-            "use a CUDA toolkit that still supports it (CUDA 12 for sm_72 and older)"
+            "CUDA targets compile their kernels with nvcc, which is not on PATH; install the CUDA toolkit (nvcc), "
+            f"or CUDA 11.8's NVRTC for sm_35 to sm_90: {INSTALL_HINT}"
         )
+    if requested is CudaCompiler.NVCC or nvrtc is None or nvrtc_fits:
+        instead = "use --cuda-compiler nvrtc" if nvrtc_fits else f"for sm_72 and older install CUDA 11.8's NVRTC: {INSTALL_HINT}"
+        raise TargetError(f"this nvcc cannot compile for {arch} (it supports {', '.join(nvcc_archs)}); {instead}")
+    spans = f"nvcc supports {_span(nvcc_archs)}, CUDA 11.8's NVRTC {_span(nvrtc.architectures())}"
+    raise TargetError(f"no compiler here targets {arch}: {spans}")
+
+
+def _span(archs: tuple[str, ...]) -> str:
+    numbers = sorted(parse_arch(a)[0] for a in archs)
+    return f"sm_{numbers[0]} to sm_{numbers[-1]}" if numbers else "nothing"
+
+
+def parse_cuda_compiler(value: str | None) -> CudaCompiler | None:
+    """``"nvcc"``/``"nvrtc"`` (``--cuda-compiler``) → :class:`CudaCompiler`; None stays None."""
+    if value is None:
+        return None
+    try:
+        return CudaCompiler(value)
+    except ValueError:
+        choices = ", ".join(c.value for c in CudaCompiler)
+        raise BadInputError(f"--cuda-compiler must be one of {choices}, got {value!r}") from None
+
+
+def nvcc_release() -> str | None:
+    """``"13.0"`` from ``nvcc --version``, or None without nvcc."""
+    line = tool_version("nvcc")
+    match = re.search(r"release (\d+\.\d+)", line or "")
+    return match.group(1) if match else None
+
+
+def nvrtc11_version() -> str | None:
+    from tvmc_mobilenet.targets.nvrtc import cuda11_nvrtc
+
+    nvrtc = cuda11_nvrtc()
+    return None if nvrtc is None else nvrtc.version()
 
 
 def llvm_version() -> str | None:
@@ -103,4 +159,5 @@ def environment_report() -> dict[str, Any]:
         "onnxruntime": _dist_version("onnxruntime"),
         "llvm": llvm_version(),
         **{name: tool_version(cmd) for name, cmd in TOOLS.items()},
+        "nvrtc (CUDA 11, for sm_72 and older)": nvrtc11_version(),
     }

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import requires_cuda_gpu, requires_nvcc
+from tests.conftest import requires_cuda_gpu, requires_nvcc, requires_nvrtc11
 from tests.schedules.kernels import Layer, conv_kernel_of, cuda_source, design_space_samples
-from tvmc_mobilenet.compiler.cuda_binary import compile_kernels, fatbin_images
+from tvmc_mobilenet.compiler.cuda_binary import compile_kernels
 from tvmc_mobilenet.compiler.passes import schedule
 from tvmc_mobilenet.schedules import design_space_of
 from tvmc_mobilenet.schedules.cuda.depthwise import default_gpu_depthwise_tiles
@@ -19,6 +19,7 @@ from tvmc_mobilenet.targets.registry import resolve_target
 
 JETSON = resolve_target("jetson-orin-nano").tvm_target()  # sm_87
 H100 = resolve_target("h100").tvm_target()  # sm_90
+XAVIER = resolve_target("jetson-xavier").tvm_target()  # sm_72: CUDA 11.8's NVRTC
 
 # (n, c_in, c_out, size, kernel, stride, groups): MobileNet layers at α = 1 and 0.25, channel
 # counts that are not powers of two, a batch of 2, a 7×7 and a 1×1 map.
@@ -86,14 +87,19 @@ def test_default_tiles_fit_the_gpu():
     assert default_gpu_depthwise_tiles(ConvNhwc(1, 112, 112, 32, 3, 3, 1, 32), JETSON).channel_threads == 32
 
 
-@requires_nvcc
-@pytest.mark.parametrize("target", [JETSON, H100], ids=["sm_87", "sm_90"])
-def test_default_schedules_compile_with_nvcc(target):
-    arch = int(str(target.attrs["arch"])[3:])
+@pytest.mark.parametrize(
+    "target, images",
+    [
+        pytest.param(JETSON, ["compute_87", "sm_87"], marks=requires_nvcc, id="sm_87"),
+        pytest.param(H100, ["compute_90", "sm_90"], marks=requires_nvcc, id="sm_90"),
+        pytest.param(XAVIER, ["sm_72"], marks=requires_nvrtc11, id="sm_72"),
+    ],
+)
+def test_default_schedules_compile(target, images):
     for shape in (POINTWISE[0], POINTWISE[3], DEPTHWISE[1], DEPTHWISE[4]):
         source = cuda_source(scheduled_kernel(Layer(*shape), target), target)
         assert "__shared__" in source or shape[4] == 3
-        assert [str(i) for i in fatbin_images(compile_kernels(source, target))] == [f"compute_{arch}", f"sm_{arch}"]
+        assert [str(i) for i in compile_kernels(source, target).images] == images
 
 
 @pytest.mark.parametrize("shape", [POINTWISE[0], POINTWISE[2], DEPTHWISE[0], DEPTHWISE[2]], ids=str)
