@@ -136,6 +136,7 @@ def test_build_run_bench(capsys, tmp_path):
         (["build", "--cuda-compiler", "clang"], r"Invalid value for '--cuda-compiler': 'clang' is not one of 'nvcc', 'nvrtc'", 2),
         (["build", "--cuda-compiler", "nvrtc"], r"--cuda-compiler compiles GPU kernels, but 'host' is a cpu target", 3),
         (["tune", "--cuda-compiler", "nvcc"], r"--cuda-compiler compiles GPU kernels, but 'host' is a cpu target", 3),
+        (["sweep", "--cuda-compiler", "nvrtc", "--out", "/nonexistent/sweep"], r"--cuda-compiler compiles GPU kernels, but 'host'", 3),
     ],
 )
 @pytest.mark.faults("bad_input")
@@ -149,7 +150,8 @@ def test_bad_input_is_one_clear_line(capsys, args, pattern, exit_code):
 @requires_nvrtc11
 def test_a_cuda_compiler_that_cannot_target_the_gpu_is_refused(capsys):
     code, _, err = cli(capsys, "build", "--target", "cuda", "--arch", "sm_100", "--cuda-compiler", "nvrtc")
-    assert_one_line_error(code, err, r"CUDA 11.8's NVRTC cannot compile for sm_100 \(it targets sm_35 to sm_90\); use nvcc", 3)
+    refusal = r"CUDA 11.8's NVRTC cannot compile for sm_100 \(it targets sm_35 to sm_90, no 'a' variants\); use nvcc"
+    assert_one_line_error(code, err, refusal, 3)
     if "sm_72" not in nvcc_architectures():
         code, _, err = cli(capsys, "build", "--target", "jetson-xavier", "--cuda-compiler", "nvcc")
         assert_one_line_error(code, err, r"this nvcc cannot compile for sm_72 \(it supports sm_75", 3)

@@ -17,6 +17,12 @@ from tvmc_mobilenet import __version__
 from tvmc_mobilenet.errors import ArtifactError, TvmcMobilenetError
 
 FILE = click.Path(dir_okay=False, path_type=Path)
+CUDA_COMPILER_OPTION = click.option(
+    "--cuda-compiler",
+    type=click.Choice(["nvcc", "nvrtc"]),
+    help="What compiles a CUDA target's kernels: nvcc (SASS + PTX), or CUDA 11.8's NVRTC (a cubin for CUDA 11 drivers, "
+    "e.g. JetPack 5). Default: nvcc where it targets the GPU, else NVRTC 11.8.",
+)
 VARIANTS = ["mobilenet", "full-conv", "shallow"]
 
 
@@ -105,7 +111,6 @@ def info(alpha: float, resolution: int, variant: str, num_classes: int, as_json:
 def targets(as_json: bool) -> None:
     """The target registry: names, TVM targets, compilers, RPC keys."""
     from tvmc_mobilenet.targets.registry import TARGETS
-    from tvmc_mobilenet.targets.toolchain import nvcc_architectures
 
     if as_json:
         click.echo(json.dumps([t.to_json() for t in TARGETS], indent=2))
@@ -118,11 +123,24 @@ def targets(as_json: bool) -> None:
     for t in TARGETS:
         names = ", ".join((t.name, *t.aliases))
         status = "ready" if t.unsupported_reason is None else "not yet"
-        arch = t.tvm_target.get("arch") if isinstance(t.tvm_target, dict) else None
-        gpu = "NVRTC 11.8 + " if arch and nvcc_architectures() and arch not in nvcc_architectures() else "nvcc + "
-        compilers = (gpu if t.device.value == "cuda" else "") + (t.cross_compiler or "g++")
+        compilers = (_gpu_compiler_label(t) + " + " if t.device.value == "cuda" else "") + (t.cross_compiler or "g++")
         table.add_row(names, t.description, compilers, t.rpc_key or "-", status)
     _console().print(table)
+
+
+def _gpu_compiler_label(spec) -> str:
+    """What would compile this CUDA target's kernels here: nvcc, NVRTC 11.8, or nothing yet."""
+    from tvmc_mobilenet.errors import TargetError
+    from tvmc_mobilenet.targets.registry import resolve_target
+    from tvmc_mobilenet.targets.toolchain import CudaCompiler, cuda_compiler_for
+
+    arch = resolve_target(spec.name).target_json.get("arch")
+    if not arch:
+        return "nvcc"  # the local GPU's architecture: unknown without one
+    try:
+        return "NVRTC 11.8" if cuda_compiler_for(str(arch)) is CudaCompiler.NVRTC_11 else "nvcc"
+    except TargetError:
+        return "nvcc (missing)"
 
 
 @cli.command()
@@ -130,12 +148,7 @@ def targets(as_json: bool) -> None:
 @click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size (1 to 1024).")
 @click.option("--target", "-t", default="host", show_default=True, help="Registry name (see 'targets'), TVM tag, or JSON target dict.")
 @click.option("--arch", "cuda_arch", metavar="sm_XX", help="GPU architecture of a CUDA target (default: the target's, or the local GPU's).")
-@click.option(
-    "--cuda-compiler",
-    type=click.Choice(["nvcc", "nvrtc"]),
-    help="What compiles a CUDA target's kernels: nvcc (SASS + PTX), or CUDA 11.8's NVRTC (a cubin for CUDA 11 drivers, "
-    "e.g. JetPack 5). Default: nvcc where it targets the GPU, else NVRTC 11.8.",
-)
+@CUDA_COMPILER_OPTION
 @click.option("--model", "model_file", type=FILE, help="Build a user's ONNX file instead of the built-in network.")
 @click.option("--weights", type=FILE, help="PyTorch state_dict for the built-in network (default: random weights).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and reference input.")
@@ -195,12 +208,7 @@ def build(alpha, resolution, variant, num_classes, batch, target, cuda_arch, cud
 @click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size (1 to 1024).")
 @click.option("--target", "-t", default="host", show_default=True, help="Registry name, TVM tag, or JSON target dict.")
 @click.option("--arch", "cuda_arch", metavar="sm_XX", help="GPU architecture of a CUDA target (default: the target's, or the local GPU's).")
-@click.option(
-    "--cuda-compiler",
-    type=click.Choice(["nvcc", "nvrtc"]),
-    help="What compiles a CUDA target's kernels: nvcc (SASS + PTX), or CUDA 11.8's NVRTC (a cubin for CUDA 11 drivers, "
-    "e.g. JetPack 5). Default: nvcc where it targets the GPU, else NVRTC 11.8.",
-)
+@CUDA_COMPILER_OPTION
 @click.option("--model", "model_file", type=FILE, help="Tune a user's ONNX file instead of the built-in network.")
 @click.option(
     "--trials",
@@ -427,6 +435,7 @@ def _print_profile(rows) -> None:
 @cli.command()
 @click.option("--target", "-t", default="host", show_default=True, help="Registry name, TVM tag, or JSON target dict.")
 @click.option("--arch", "cuda_arch", metavar="sm_XX", help="GPU architecture of a CUDA target.")
+@CUDA_COMPILER_OPTION
 @click.option("--alphas", default="1,0.75,0.5,0.25", show_default=True, help="Width multipliers, comma-separated.")
 @click.option("--resolutions", default="224,192,160,128", show_default=True, help="Resolutions, comma-separated.")
 @click.option("--trials-per-model", type=int, default=0, show_default=True, help="Tuning trials per model (0: untuned).")
@@ -447,7 +456,7 @@ def _print_profile(rows) -> None:
     help="Timing rounds over the whole grid; each model keeps its fastest round (other load on the machine only adds time).",
 )
 @_rpc_options
-def sweep(target, cuda_arch, alphas, resolutions, trials_per_model, out, repeat, number, rounds, **rpc):
+def sweep(target, cuda_arch, cuda_compiler, alphas, resolutions, trials_per_model, out, repeat, number, rounds, **rpc):
     """Build (and tune) every α × resolution model, measure them on the target, report the trade-off.
 
     Builds are recorded after every model; run the same command again to resume (built models are
@@ -458,6 +467,7 @@ def sweep(target, cuda_arch, alphas, resolutions, trials_per_model, out, repeat,
     config = SweepConfig(
         target=target,
         cuda_arch=cuda_arch,
+        cuda_compiler=cuda_compiler,
         alphas=parse_list(alphas, float, "--alphas"),
         resolutions=parse_list(resolutions, int, "--resolutions"),
         trials_per_model=trials_per_model,

@@ -136,7 +136,15 @@ def test_output_that_is_a_directory(tmp_path):
 def test_a_target_that_cannot_be_built_is_refused_before_work(tmp_path, monkeypatch):
     with pytest.raises(TargetError, match=r"CUDA architecture 'sm9' is not of the form sm_XX"):
         build_model(BuildConfig(**TINY, target="cuda", cuda_arch="sm9", output=tmp_path / "m.tar"))
-    monkeypatch.setenv("PATH", str(tmp_path))  # no nvcc
+    import tvmc_mobilenet.targets.nvrtc as nvrtc
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvcc, no g++
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.delenv("CC", raising=False)
+    if nvrtc.cuda11_nvrtc() is not None:  # the kernels would compile; the host side would not link
+        with pytest.raises(TargetError, match=r"'a100' links its library with this machine's C\+\+ compiler and none was found"):
+            build_model(BuildConfig(**TINY, target="a100", output=tmp_path / "m.tar"))
+    monkeypatch.setattr(nvrtc, "cuda11_nvrtc", lambda: None)  # nor CUDA 11.8's NVRTC
     with pytest.raises(TargetError, match=r"compile their kernels with nvcc, which is not on PATH"):
         build_model(BuildConfig(**TINY, target="a100", output=tmp_path / "m.tar"))
     assert list(tmp_path.iterdir()) == []

@@ -34,8 +34,12 @@ from tvmc_mobilenet.errors import ArtifactError
 from tvmc_mobilenet.runtime.artifact import open_artifact
 from tvmc_mobilenet.runtime.executor import load_local
 from tvmc_mobilenet.targets.registry import resolve_target
+from tvmc_mobilenet.targets.toolchain import nvcc_architectures
 
 ELF_MACHINE = {62: "x86_64", 183: "aarch64"}
+
+
+requires_no_nvcc_sm72 = pytest.mark.skipif("sm_72" in nvcc_architectures(), reason="this nvcc (CUDA ≤ 12) still compiles sm_72 itself")
 
 
 def cuobjdump() -> str | None:
@@ -124,6 +128,9 @@ def test_blob_damage_is_an_error_not_a_broken_library():
     with pytest.raises(CudaCompileError, match="not a CUDA cubin"):
         cubin_image(b"\x7fELF" + b"\x00" * 60)
     assert find_cubins(b"\x7fELF" + b"\x00" * 100) == []  # offset 0: the library's own header
+    header = bytearray(64)
+    header[:5], header[18:20] = b"\x7fELF\x02", struct.pack("<H", 190)
+    assert find_cubins(b"xx" + bytes(header)) == []  # a CUDA ELF header with no section table
 
 
 @requires_nvcc
@@ -135,8 +142,11 @@ def test_nvcc_errors_are_one_line():
 
 @requires_nvrtc11
 def test_nvrtc_errors_are_one_line():
+    from tvmc_mobilenet.targets.toolchain import CudaCompiler
+
+    source, xavier = 'extern "C" __global__ void k() { undefined_thing(); }', resolve_target("jetson-xavier").tvm_target()
     with pytest.raises(CudaCompileError, match=r"NVRTC 11.8 could not compile the kernels for sm_72: .*undefined_thing") as info:
-        compile_kernels('extern "C" __global__ void k() { undefined_thing(); }', resolve_target("jetson-xavier").tvm_target())
+        compile_kernels(source, xavier, CudaCompiler.NVRTC_11)
     assert "\n" not in str(info.value)
 
 
@@ -154,7 +164,10 @@ NVRTC_CODE = {"format": "cubin", "compiler": re.compile(r"NVRTC 11\.8")}
     [
         pytest.param("jetson-orin-nano", 1, 87, "aarch64", NVCC_CODE, None, marks=[requires_nvcc, requires_aarch64_cc]),
         pytest.param("h100", 64, 90, "x86_64", NVCC_CODE, None, marks=requires_nvcc),
-        pytest.param("jetson-xavier", 2, 72, "aarch64", NVRTC_CODE, None, marks=[requires_nvrtc11, requires_aarch64_cc]),
+        # The default for sm_72 where nvcc (CUDA 13) has dropped it.
+        pytest.param(
+            "jetson-xavier", 2, 72, "aarch64", NVRTC_CODE, None, marks=[requires_nvrtc11, requires_aarch64_cc, requires_no_nvcc_sm72]
+        ),
         # An Orin on JetPack 5 (CUDA 11.4) takes a CUDA 11.8 cubin rather than CUDA 13 code.
         pytest.param("jetson-agx-orin", 1, 87, "aarch64", NVRTC_CODE, "nvrtc", marks=[requires_nvrtc11, requires_aarch64_cc]),
     ],
@@ -205,6 +218,7 @@ def test_cuda_build_runs_and_verifies_on_the_local_gpu(tmp_path):
     ],
 )
 def test_tuning_candidates_for_a_gpu_carry_compiled_code(target, images):
+    cuda_compiler = "nvrtc" if target == "jetson-xavier" else None  # the Xavier's route, whatever nvcc is here
     """The tuning builder exports CUDA candidates like artifacts: compiled, no source."""
     import tvm
 
@@ -214,7 +228,8 @@ def test_tuning_candidates_for_a_gpu_carry_compiled_code(target, images):
 
     tvm_target = resolve_target(target).tvm_target()
     name, kernel = conv_kernel_of(schedule(Layer(1, 16, 32, 14, 1, 1, 1).fused(tvm_target), tvm_target))
-    path = build_and_export(tvm.IRModule({"main": kernel.with_attr("global_symbol", "main")}), tvm_target, "aarch64-linux-gnu-g++")
+    mod = tvm.IRModule({"main": kernel.with_attr("global_symbol", "main")})
+    path = build_and_export(mod, tvm_target, "aarch64-linux-gnu-g++", cuda_compiler)
     library = Path(path).read_bytes()
     assert b"__global__" not in library
     assert library_images(library) == images
@@ -223,18 +238,16 @@ def test_tuning_candidates_for_a_gpu_carry_compiled_code(target, images):
 @pytest.mark.cuda
 @requires_cuda_gpu
 @requires_nvrtc11
-def test_cuda11_nvrtc_cubin_runs_and_verifies_on_the_local_gpu(tmp_path, monkeypatch):
+def test_cuda11_nvrtc_cubin_runs_and_verifies_on_the_local_gpu(tmp_path):
     """The Xavier's route (a CUDA 11.8 cubin, ``fmt="cubin"``) loaded and run by TVM's runtime, on
-    whatever GPU this machine has (NVRTC 11.8 targets up to sm_90)."""
-    import tvmc_mobilenet.compiler.cuda_binary as cuda_binary
+    whatever GPU this machine has (NVRTC 11.8 targets sm_35 to sm_90)."""
+    from tvmc_mobilenet.targets.nvrtc import cuda11_nvrtc
     from tvmc_mobilenet.targets.registry import local_cuda_arch
-    from tvmc_mobilenet.targets.toolchain import CudaCompiler
 
     arch = local_cuda_arch()
-    if int(arch[3:5]) > 90:
+    if arch not in cuda11_nvrtc().architectures():
         pytest.skip(f"NVRTC 11.8 does not target this GPU ({arch})")
-    monkeypatch.setattr(cuda_binary, "cuda_compiler_for", lambda _arch: CudaCompiler.NVRTC_11)
-    result = build_model(BuildConfig(alpha=0.25, resolution=64, target="cuda", output=tmp_path / "gpu.tar"))
+    result = build_model(BuildConfig(alpha=0.25, resolution=64, target="cuda", cuda_compiler="nvrtc", output=tmp_path / "gpu.tar"))
     assert result.manifest["library"]["gpu_code"]["format"] == "cubin"
     assert result.verification["status"] == "passed"
 

@@ -37,13 +37,15 @@ def test_kernel_compiles_to_a_cubin_for_the_architecture(arch):
 
 
 def test_compiling_leaves_the_thread_locale_alone():
-    """NVRTC 11.8 switches the calling thread to the "C" locale; Python would then decode a
-    subprocess's UTF-8 output as ASCII."""
-    import locale
+    """NVRTC 11.8 switches the calling thread to the "C" locale (``uselocale``); Python would then
+    decode a subprocess's UTF-8 output as ASCII."""
+    import ctypes
 
-    before = locale.getpreferredencoding(False)
+    libc = ctypes.CDLL(None)
+    libc.uselocale.restype, libc.uselocale.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+    before = libc.uselocale(None)
     cuda11_nvrtc().compile_cubin(KERNEL, "sm_72")
-    assert locale.getpreferredencoding(False) == before
+    assert libc.uselocale(None) == before
 
 
 @pytest.mark.faults("bad_input")

@@ -1,6 +1,7 @@
 """The target registry: names, aliases, tags, JSON targets, and their errors."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -71,15 +72,22 @@ def test_unknown_targets(text, message):
         resolve_target(text)
 
 
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 def test_missing_toolchains(monkeypatch, tmp_path):
     import tvmc_mobilenet.targets.nvrtc as nvrtc
 
+    original_path = os.environ["PATH"]
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(nvrtc, "cuda11_nvrtc", lambda: None)
     with pytest.raises(TargetError, match=r"apt-get install g\+\+-aarch64-linux-gnu"):
         require_buildable(resolve_target("rk3399"))
     with pytest.raises(TargetError, match=r"compile their kernels with nvcc, which is not on PATH"):
         require_buildable(resolve_target("h100"))
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.delenv("CC", raising=False)
+    with pytest.raises(TargetError, match=r"'host' links its library with this machine's C\+\+ compiler and none was found"):
+        require_buildable(resolve_target("host"))
+    monkeypatch.setenv("PATH", os.path.dirname(shutil.which("g++", path=original_path)))
     require_buildable(resolve_target("host"))
 
 
@@ -115,7 +123,6 @@ def test_architectures_nvcc_dropped_go_to_cuda11_nvrtc():
     assert cuda_compiler_for("sm_87") is CudaCompiler.NVCC
     for arch in ("sm_72", "sm_70", "sm_53"):
         assert cuda_compiler_for(arch) is (CudaCompiler.NVCC if arch in nvcc_architectures() else CudaCompiler.NVRTC_11)
-    require_buildable(resolve_target("jetson-xavier"))
     require_buildable(resolve_target("cuda", "sm_61"))
     refusal = r"no compiler here targets sm_30: nvcc supports sm_\d+ to sm_\d+, CUDA 11.8's NVRTC sm_35 to sm_90"
     with pytest.raises(TargetError, match=refusal):
@@ -135,3 +142,18 @@ def test_missing_cuda_compilers_say_what_to_install(monkeypatch):
     monkeypatch.setattr(toolchain.shutil, "which", lambda name: None)
     with pytest.raises(TargetError, match=r"nvcc, which is not on PATH; install the CUDA toolkit \(nvcc\), or CUDA 11.8's NVRTC"):
         require_buildable(resolve_target("jetson-orin-nano"))
+
+
+@pytest.mark.faults("bad_input")
+@requires_nvrtc11
+def test_without_nvcc_cuda11_nvrtc_builds_what_it_targets(monkeypatch):
+    import tvmc_mobilenet.targets.toolchain as toolchain
+
+    monkeypatch.setattr(toolchain.shutil, "which", lambda name: None)
+    assert cuda_compiler_for("sm_87") is CudaCompiler.NVRTC_11  # an Orin: a CUDA 11.8 cubin
+    with pytest.raises(TargetError, match=r"CUDA 11.8's NVRTC does not target sm_100 and nvcc is not on PATH; install the CUDA toolkit"):
+        cuda_compiler_for("sm_100")
+    with pytest.raises(TargetError, match=r"--cuda-compiler nvcc: nvcc is not on PATH"):
+        cuda_compiler_for("sm_87", CudaCompiler.NVCC)
+    with pytest.raises(TargetError, match=r"NVRTC cannot compile for sm_90a \(it targets sm_35 to sm_90, no 'a' variants\); use nvcc"):
+        cuda_compiler_for("sm_90a", CudaCompiler.NVRTC_11)

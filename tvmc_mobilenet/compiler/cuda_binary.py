@@ -183,9 +183,10 @@ def find_cubins(library: bytes) -> list[bytes]:
     """Every CUDA ELF (cubin) embedded in a file on its own (not inside a fatbin), found by its
     header; it ends where the last of its section headers, program headers and contents ends."""
     fatbin_spans, start = [], 0
-    for fatbin in find_fatbins(library):
+    for fatbin in find_fatbins(library):  # found in order, without overlap
         start = library.index(fatbin, start)
         fatbin_spans.append(range(start, start + len(fatbin)))
+        start += len(fatbin)
     found, start = [], 1  # offset 0 is the library's own ELF header
     while (start := library.find(_ELF_MAGIC, start)) >= 0:
         end = None if any(start in span for span in fatbin_spans) else _cuda_elf_end(library, start)
@@ -198,10 +199,12 @@ def find_cubins(library: bytes) -> list[bytes]:
 
 
 def _cuda_elf_end(data: bytes, start: int) -> int | None:
-    if start + 64 > len(data) or struct.unpack_from("<H", data, start + 18)[0] != _EM_CUDA:
-        return None
+    if start + 64 > len(data) or data[start + 4] != 2 or struct.unpack_from("<H", data, start + 18)[0] != _EM_CUDA:
+        return None  # not a 64-bit CUDA ELF
     program_headers, section_headers = struct.unpack_from("<QQ", data, start + 32)
     ph_size, ph_count, sh_size, sh_count = struct.unpack_from("<HHHH", data, start + 54)
+    if sh_size < 64:
+        return None
     end = max(program_headers + ph_size * ph_count, section_headers + sh_size * sh_count)
     if start + section_headers + sh_size * sh_count > len(data):
         return None

@@ -31,6 +31,7 @@ from typing import Any
 from tvmc_mobilenet.errors import BadInputError
 from tvmc_mobilenet.model.accuracy import published_top1
 from tvmc_mobilenet.model.spec import ModelConfig, validate_alpha, validate_resolution
+from tvmc_mobilenet.targets.toolchain import parse_cuda_compiler
 
 RESULTS_JSON = "sweep.json"
 BUILT_JSON = "built.json"
@@ -63,6 +64,8 @@ class SweepConfig:
     warmup: int = 3
     rounds: int = 3
     seed: int = 0
+    #: What compiles a CUDA target's kernels (``nvcc``/``nvrtc``), as ``build --cuda-compiler``.
+    cuda_compiler: str | None = None
 
     def __post_init__(self) -> None:
         if not self.alphas or not self.resolutions:
@@ -77,6 +80,7 @@ class SweepConfig:
             raise BadInputError(f"timing needs repeat ≥ 1, number ≥ 1, warmup ≥ 0 (got {self.repeat}, {self.number}, {self.warmup})")
         if not isinstance(self.rounds, int) or self.rounds < 1:
             raise BadInputError(f"--rounds must be a positive integer, got {self.rounds!r}")
+        parse_cuda_compiler(self.cuda_compiler)
 
     @property
     def grid(self) -> list[tuple[float, int]]:
@@ -85,7 +89,8 @@ class SweepConfig:
 
     def identity(self) -> dict[str, Any]:
         """What must match for an earlier sweep's builds to be reused on resume."""
-        return {"target": self.target, "cuda_arch": self.cuda_arch, "trials_per_model": self.trials_per_model, "seed": self.seed}
+        identity = {"target": self.target, "cuda_arch": self.cuda_arch, "trials_per_model": self.trials_per_model, "seed": self.seed}
+        return identity | ({"cuda_compiler": self.cuda_compiler} if self.cuda_compiler else {})
 
     def to_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -186,7 +191,7 @@ def run_sweep(
     if out.exists() and not out.is_dir():
         raise BadInputError(f"--out {str(out)!r} is a file; give a directory for the sweep's results")
     target = resolve_target(config.target, config.cuda_arch)
-    require_buildable(target)
+    require_buildable(target, parse_cuda_compiler(config.cuda_compiler))
     rpc = RpcTarget.from_options(config.rpc_tracker, config.rpc_key, config.rpc_host, config.rpc_port, call_timeout=config.rpc_timeout)
     if rpc is None and not target.runs_here:
         raise BadInputError(
@@ -310,6 +315,7 @@ def _build_one(config, alpha, resolution, out: Path, transfer: _Transfer, progre
                 resolution=resolution,
                 target=config.target,
                 cuda_arch=config.cuda_arch,
+                cuda_compiler=config.cuda_compiler,
                 trials=config.trials_per_model,
                 work_dir=tuning_dir,
                 rpc_tracker=config.rpc_tracker,
@@ -328,6 +334,7 @@ def _build_one(config, alpha, resolution, out: Path, transfer: _Transfer, progre
             resolution=resolution,
             target=config.target,
             cuda_arch=config.cuda_arch,
+            cuda_compiler=config.cuda_compiler,
             seed=config.seed,
             tuning_db=tuning_dir if config.trials_per_model else None,
             no_tuning_db=not config.trials_per_model,

@@ -17,7 +17,7 @@ from enum import Enum
 from typing import Any
 
 from tvmc_mobilenet.errors import TargetError
-from tvmc_mobilenet.targets.toolchain import CudaCompiler, cuda_compiler_for, parse_arch
+from tvmc_mobilenet.targets.toolchain import CudaCompiler, cuda_compiler_for, host_linker, parse_arch
 
 #: Placeholder for the host's TVM target, which is detected (see :mod:`.host`).
 HOST_TARGET = "host"
@@ -348,6 +348,11 @@ def require_buildable(resolved: ResolvedTarget, cuda_compiler: CudaCompiler | No
                 "give one with --arch sm_XX (e.g. sm_87 for Jetson Orin, sm_90 for H100/H200)"
             )
         cuda_compiler_for(str(arch), cuda_compiler)
+    if not spec.cross_compiler and host_linker() is None:
+        raise TargetError(
+            f"target {spec.name!r} links its library with this machine's C++ compiler and none was found "
+            "(g++, gcc, clang++ or $CXX); install one with: apt-get install g++"
+        )
     if spec.cross_compiler and shutil.which(spec.cross_compiler) is None:
         raise TargetError(
             f"target {spec.name!r} needs the cross compiler {spec.cross_compiler}, which is not on PATH; "

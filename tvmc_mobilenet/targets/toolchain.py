@@ -79,32 +79,42 @@ class CudaCompiler(str, Enum):
 
 def cuda_compiler_for(arch: str, requested: CudaCompiler | None = None) -> CudaCompiler:
     """The compiler for ``arch``: the ``requested`` one, else nvcc when it targets ``arch``, else
-    CUDA 11.8's NVRTC when that is installed and targets it; a :class:`TargetError` saying what to
-    install or choose when none does."""
+    CUDA 11.8's NVRTC when that is installed and targets it (so also when nvcc is missing); a
+    :class:`TargetError` saying what to install or choose when none does."""
     from tvmc_mobilenet.targets.nvrtc import INSTALL_HINT, cuda11_nvrtc
 
+    arch = arch.strip()
     number, _suffix = parse_arch(arch)
     has_nvcc, nvcc_archs = shutil.which("nvcc") is not None, nvcc_architectures()
-    nvcc_fits = has_nvcc and (not nvcc_archs or f"sm_{number}" in nvcc_archs)
-    nvrtc = cuda11_nvrtc()
-    nvrtc_fits = nvrtc is not None and f"sm_{number}" in nvrtc.architectures()
+    nvcc_fits = has_nvcc and (not nvcc_archs or f"sm_{number}" in nvcc_archs)  # nvcc takes sm_90a where it lists sm_90
     if nvcc_fits and requested in (None, CudaCompiler.NVCC):
         return CudaCompiler.NVCC
-    if nvrtc_fits and requested in (None, CudaCompiler.NVRTC_11):
+    nvrtc = cuda11_nvrtc()  # loaded only when nvcc will not do
+    nvrtc_archs = nvrtc.architectures() if nvrtc is not None else ()
+    nvrtc_fits = arch in nvrtc_archs  # sm_35 … sm_90, no "a" variants
+    if requested is CudaCompiler.NVCC:
+        if not has_nvcc:
+            raise TargetError("--cuda-compiler nvcc: nvcc is not on PATH; install the CUDA toolkit (nvcc)")
+        instead = "; use --cuda-compiler nvrtc" if nvrtc_fits else ""
+        raise TargetError(f"this nvcc cannot compile for {arch} (it supports {', '.join(nvcc_archs)}){instead}")
+    if nvrtc_fits:
         return CudaCompiler.NVRTC_11
     if requested is CudaCompiler.NVRTC_11:
         if nvrtc is None:
             raise TargetError(f"--cuda-compiler nvrtc needs CUDA 11.8's NVRTC, which is not installed: {INSTALL_HINT}")
-        raise TargetError(f"CUDA 11.8's NVRTC cannot compile for {arch} (it targets {_span(nvrtc.architectures())}); use nvcc")
+        raise TargetError(f"CUDA 11.8's NVRTC cannot compile for {arch} (it targets {_span(nvrtc_archs)}, no 'a' variants); use nvcc")
+    nvrtc_could = nvrtc is None and 35 <= number <= 90 and not _suffix
     if not has_nvcc:
+        if nvrtc is not None:
+            raise TargetError(f"CUDA 11.8's NVRTC does not target {arch} and nvcc is not on PATH; install the CUDA toolkit (nvcc)")
+        also = f", or CUDA 11.8's NVRTC (sm_35 to sm_90): {INSTALL_HINT}" if nvrtc_could else ""
+        raise TargetError(f"CUDA targets compile their kernels with nvcc, which is not on PATH; install the CUDA toolkit (nvcc){also}")
+    if nvrtc_could:
         raise TargetError(
-            "CUDA targets compile their kernels with nvcc, which is not on PATH; install the CUDA toolkit (nvcc), "
-            f"or CUDA 11.8's NVRTC for sm_35 to sm_90: {INSTALL_HINT}"
+            f"this nvcc cannot compile for {arch} (it supports {', '.join(nvcc_archs)}); "
+            f"for older GPUs (sm_35 to sm_90) install CUDA 11.8's NVRTC: {INSTALL_HINT}"
         )
-    if requested is CudaCompiler.NVCC or nvrtc is None or nvrtc_fits:
-        instead = "use --cuda-compiler nvrtc" if nvrtc_fits else f"for sm_72 and older install CUDA 11.8's NVRTC: {INSTALL_HINT}"
-        raise TargetError(f"this nvcc cannot compile for {arch} (it supports {', '.join(nvcc_archs)}); {instead}")
-    spans = f"nvcc supports {_span(nvcc_archs)}, CUDA 11.8's NVRTC {_span(nvrtc.architectures())}"
+    spans = f"nvcc supports {_span(nvcc_archs)}" + (f", CUDA 11.8's NVRTC {_span(nvrtc_archs)}" if nvrtc is not None else "")
     raise TargetError(f"no compiler here targets {arch}: {spans}")
 
 
@@ -138,6 +148,17 @@ def nvrtc11_version() -> str | None:
     return None if nvrtc is None else nvrtc.version()
 
 
+def host_linker() -> str | None:
+    """The C++ compiler TVM links host libraries with (``tvm.support.cc.get_cc``: ``$CXX``/``$CC``,
+    else the first of g++, gcc, clang++, clang, c++, cc on PATH), or None."""
+    import os
+
+    return os.environ.get("CXX") or os.environ.get("CC") or next(filter(None, map(shutil.which, _HOST_LINKERS)), None)
+
+
+_HOST_LINKERS = ("g++", "gcc", "clang++", "clang", "c++", "cc")
+
+
 def llvm_version() -> str | None:
     try:
         from tvm.target import codegen
@@ -159,5 +180,5 @@ def environment_report() -> dict[str, Any]:
         "onnxruntime": _dist_version("onnxruntime"),
         "llvm": llvm_version(),
         **{name: tool_version(cmd) for name, cmd in TOOLS.items()},
-        "nvrtc (CUDA 11, for sm_72 and older)": nvrtc11_version(),
+        "nvrtc 11 (extra cuda11)": nvrtc11_version(),
     }
