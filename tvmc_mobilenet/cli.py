@@ -132,13 +132,13 @@ def _gpu_compiler_label(spec) -> str:
     """What would compile this CUDA target's kernels here: nvcc, NVRTC 11.8, or nothing yet."""
     from tvmc_mobilenet.errors import TargetError
     from tvmc_mobilenet.targets.registry import resolve_target
-    from tvmc_mobilenet.targets.toolchain import CudaCompiler, cuda_compiler_for
+    from tvmc_mobilenet.targets.toolchain import cuda_compiler_for
 
     arch = resolve_target(spec.name).target_json.get("arch")
     if not arch:
         return "nvcc"  # the local GPU's architecture: unknown without one
     try:
-        return "NVRTC 11.8" if cuda_compiler_for(str(arch)) is CudaCompiler.NVRTC_11 else "nvcc"
+        return cuda_compiler_for(str(arch)).label
     except TargetError:
         return "nvcc (missing)"
 

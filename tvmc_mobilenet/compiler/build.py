@@ -77,8 +77,10 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
     """Compile, export, verify and package one model. Raises a TvmcMobilenetError on bad input."""
     started = time.time()
     target = resolve_target(config.target, config.cuda_arch)
-    cuda_compiler = parse_cuda_compiler(config.cuda_compiler)
-    require_buildable(target, cuda_compiler)
+    requested_compiler = parse_cuda_compiler(config.cuda_compiler)
+    require_buildable(target, requested_compiler)
+    # What compiles the GPU kernels, decided once (require_buildable has checked it can).
+    gpu_compiler = cuda_compiler_for(str(target.target_json["arch"]), requested_compiler) if target.spec.device is Device.CUDA else None
     output = Path(config.output) if config.output is not None else default_output_path(config, target)
     if output.is_dir():
         raise BadInputError(f"output {str(output)!r} is a directory; give a file name such as model.tar")
@@ -100,11 +102,9 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
 
     with tempfile.TemporaryDirectory(prefix="tvmc-mobilenet-build-") as tmp:
         lib_path = Path(tmp) / LIBRARY_FILE
-        if target.spec.device is Device.CUDA:
-            arch = str(target.target_json["arch"])
-            compiler = "nvcc" if cuda_compiler_for(arch, cuda_compiler) is CudaCompiler.NVCC else "CUDA 11.8's NVRTC"
-            log(f"compiling the GPU kernels with {compiler} for {arch}")
-        gpu_code = _export(executable, lib_path, target, cuda_compiler)
+        if gpu_compiler is not None:
+            log(f"compiling the GPU kernels with {gpu_compiler.label} for {target.target_json['arch']}")
+        gpu_code = _export(executable, lib_path, target, gpu_compiler)
         library = lib_path.read_bytes()
         if config.verify and target.runs_here:
             log("verifying the exported library against " + imported.reference_framework)
@@ -244,9 +244,9 @@ def _compile(mod, tvm_target, database):
     return executable, tuned, kernels, layout
 
 
-def _export(executable, lib_path: Path, target: ResolvedTarget, cuda_compiler: CudaCompiler | None = None) -> dict[str, Any] | None:
-    """Write the library; for a CUDA target with its kernels compiled (nvcc, or NVRTC 11.8 for
-    old GPUs). Returns what GPU code the library carries (None for CPU targets)."""
+def _export(executable, lib_path: Path, target: ResolvedTarget, gpu_compiler: CudaCompiler | None = None) -> dict[str, Any] | None:
+    """Write the library; for a CUDA target with its kernels compiled by ``gpu_compiler``. Returns
+    what GPU code the library carries (None for CPU targets)."""
     fcompile = None
     if target.spec.cross_compiler:
         from tvm.support import cc
@@ -257,7 +257,7 @@ def _export(executable, lib_path: Path, target: ResolvedTarget, cuda_compiler: C
         return None
     from tvmc_mobilenet.compiler.cuda_binary import CompiledCudaPacker, CudaCompileError
 
-    packer = CompiledCudaPacker(target.tvm_target(), cuda_compiler)
+    packer = CompiledCudaPacker(target.tvm_target(), gpu_compiler)
     executable.export_library(str(lib_path), fcompile=fcompile, fpack_imports=packer)
     if not packer.images:
         raise CudaCompileError(f"the {target.name} library holds no compiled GPU code; refusing to write it")

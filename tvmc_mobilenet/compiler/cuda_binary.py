@@ -130,11 +130,12 @@ def _compile_with_nvrtc11(source: str, arch: str) -> GpuBinary:
 
     nvrtc = cuda11_nvrtc()
     assert nvrtc is not None  # cuda_compiler_for chose it
+    compiler = f"NVRTC {nvrtc.version()}"
     try:
         cubin = nvrtc.compile_cubin(source, arch)
     except NvrtcCompileError as exc:
-        raise CudaCompileError(f"NVRTC {nvrtc.version()} could not compile the kernels for {arch}: {exc}") from None
-    return GpuBinary("cubin", cubin, f"NVRTC {nvrtc.version()}")
+        raise CudaCompileError(f"{compiler} could not compile the kernels for {arch}: {exc}") from None
+    return GpuBinary("cubin", cubin, compiler)
 
 
 def cubin_image(data: bytes) -> GpuImage:

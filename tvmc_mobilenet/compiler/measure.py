@@ -69,7 +69,7 @@ def build_and_export(mod: Any, target: Any, cross_compiler: str | None = None, c
         from tvm.support import cc
 
         fcompile = cc.cross_compiler(cross_compiler)
-    # A CUDA kernel is compiled by nvcc into the library, as in artifacts: the device needs no compiler.
+    # A CUDA kernel is compiled into the library (nvcc or NVRTC 11.8), as in artifacts: the device needs no compiler.
     compiler = CudaCompiler(cuda_compiler) if cuda_compiler else None
     pack = CompiledCudaPacker(target, compiler) if target.kind.name == "cuda" else None
     runtime_module.export_library(path, fcompile=fcompile, fpack_imports=pack)

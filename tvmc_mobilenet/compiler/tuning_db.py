@@ -293,7 +293,7 @@ def repair_truncated_tail(file: Path) -> bool:
     Any other invalid line is an error: it means the file was damaged, not interrupted.
     """
     data = file.read_bytes()
-    lines = [line for line in data.split(b"\n") if line.strip()]
+    lines = _data_lines(data)
     if not _truncated_tail(file, lines):
         if data and not data.endswith(b"\n"):  # a complete record that lacks only its newline
             _atomic_write(file, data + b"\n")

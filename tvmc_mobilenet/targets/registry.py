@@ -17,7 +17,7 @@ from enum import Enum
 from typing import Any
 
 from tvmc_mobilenet.errors import TargetError
-from tvmc_mobilenet.targets.toolchain import CudaCompiler, cuda_compiler_for, host_linker, parse_arch
+from tvmc_mobilenet.targets.toolchain import CudaCompiler, cuda_compiler_for, parse_arch
 
 #: Placeholder for the host's TVM target, which is detected (see :mod:`.host`).
 HOST_TARGET = "host"
@@ -332,6 +332,14 @@ def _target_json(target: str | dict[str, Any], original: str | None = None) -> d
     return json.loads(str(parsed))
 
 
+def _host_linker() -> str | None:
+    """The C++ compiler TVM's ``export_library`` links a host library with (``$CXX``, ``$CC``, else
+    the first of g++, gcc, clang++… on PATH), or None."""
+    from tvm.support.cc import get_cc
+
+    return get_cc()
+
+
 def require_buildable(resolved: ResolvedTarget, cuda_compiler: CudaCompiler | None = None) -> None:
     """Raise if this version cannot build for the target, or its toolchain (``cuda_compiler``
     when one is asked for) is missing here."""
@@ -348,7 +356,7 @@ def require_buildable(resolved: ResolvedTarget, cuda_compiler: CudaCompiler | No
                 "give one with --arch sm_XX (e.g. sm_87 for Jetson Orin, sm_90 for H100/H200)"
             )
         cuda_compiler_for(str(arch), cuda_compiler)
-    if not spec.cross_compiler and host_linker() is None:
+    if not spec.cross_compiler and _host_linker() is None:
         raise TargetError(
             f"target {spec.name!r} links its library with this machine's C++ compiler and none was found "
             "(g++, gcc, clang++ or $CXX); install one with: apt-get install g++"

@@ -76,6 +76,10 @@ class CudaCompiler(str, Enum):
     NVCC = "nvcc"
     NVRTC_11 = "nvrtc"
 
+    @property
+    def label(self) -> str:
+        return "nvcc" if self is CudaCompiler.NVCC else "NVRTC 11.8"
+
 
 def cuda_compiler_for(arch: str, requested: CudaCompiler | None = None) -> CudaCompiler:
     """The compiler for ``arch``: the ``requested`` one, else nvcc when it targets ``arch``, else
@@ -146,17 +150,6 @@ def nvrtc11_version() -> str | None:
 
     nvrtc = cuda11_nvrtc()
     return None if nvrtc is None else nvrtc.version()
-
-
-def host_linker() -> str | None:
-    """The C++ compiler TVM links host libraries with (``tvm.support.cc.get_cc``: ``$CXX``/``$CC``,
-    else the first of g++, gcc, clang++, clang, c++, cc on PATH), or None."""
-    import os
-
-    return os.environ.get("CXX") or os.environ.get("CC") or next(filter(None, map(shutil.which, _HOST_LINKERS)), None)
-
-
-_HOST_LINKERS = ("g++", "gcc", "clang++", "clang", "c++", "cc")
 
 
 def llvm_version() -> str | None:
