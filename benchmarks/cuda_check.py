@@ -26,6 +26,7 @@ import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
+from tvmc_mobilenet.options import ModelOptions, TargetOptions
 
 BATCHES = (1, 32)
 
@@ -101,8 +102,8 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from tvmc_mobilenet.compiler.build import BuildConfig, build_model
-    from tvmc_mobilenet.compiler.tune import TuneConfig, tune_model
+    from tvmc_mobilenet.build import BuildConfig, build_model
+    from tvmc_mobilenet.tuning.tune import TuneConfig, tune_model
     from tvmc_mobilenet.model.network import build_network
     from tvmc_mobilenet.runtime.artifact import open_artifact
     from tvmc_mobilenet.runtime.executor import load_local
@@ -118,7 +119,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cuda-check-") as tmp:
 
         def pytorch_engine(config: BuildConfig, data: np.ndarray, calls: int = 50):
-            net = build_network(config.model_config(), seed=config.seed).cuda().eval()
+            net = build_network(config.model.model_config(), seed=config.model.seed).cuda().eval()
             x = torch.from_numpy(data).cuda()
 
             def run() -> float:
@@ -151,10 +152,8 @@ def main() -> int:
 
         for batch in BATCHES:
             config = BuildConfig(
-                alpha=args.alpha,
-                resolution=args.resolution,
-                batch=batch,
-                target="cuda",
+                model=ModelOptions(alpha=args.alpha, resolution=args.resolution, batch=batch),
+                target=TargetOptions(name="cuda"),
                 no_tuning_db=True,
                 output=Path(tmp) / f"b{batch}.tar",
             )
@@ -178,11 +177,9 @@ def main() -> int:
         nvrtc = cuda11_nvrtc()
         if nvrtc is not None and arch in nvrtc.architectures():
             config = BuildConfig(
-                alpha=args.alpha,
-                resolution=args.resolution,
-                target="cuda",
+                model=ModelOptions(alpha=args.alpha, resolution=args.resolution),
+                target=TargetOptions(name="cuda", cuda_compiler="nvrtc"),
                 no_tuning_db=True,
-                cuda_compiler="nvrtc",
                 output=Path(tmp) / "nvrtc.tar",
             )
             result = step(report, "build_untuned_nvrtc11_batch1", deadline, lambda config=config: build_model(config))
@@ -202,7 +199,12 @@ def main() -> int:
         if args.trials > 0:
             work = Path(tmp) / "tuning"
             tune_config = TuneConfig(
-                alpha=args.alpha, resolution=args.resolution, target="cuda", trials=args.trials, work_dir=work, timeout=30.0, search_seed=1
+                model=ModelOptions(alpha=args.alpha, resolution=args.resolution),
+                target=TargetOptions(name="cuda"),
+                trials=args.trials,
+                work_dir=work,
+                timeout=30.0,
+                search_seed=1,
             )
             tuned = step(
                 report, "tune_batch1", deadline - 90, lambda: tune_model(tune_config, log=lambda m: print("•", m, file=sys.stderr))
@@ -215,7 +217,10 @@ def main() -> int:
                     "space": tuned.space,
                 }
                 config = BuildConfig(
-                    alpha=args.alpha, resolution=args.resolution, target="cuda", tuning_db=work, output=Path(tmp) / "tuned.tar"
+                    model=ModelOptions(alpha=args.alpha, resolution=args.resolution),
+                    target=TargetOptions(name="cuda"),
+                    tuning_db=work,
+                    output=Path(tmp) / "tuned.tar",
                 )
                 built = step(report, "build_tuned_batch1", deadline, lambda: build_model(config))
                 if built is not None:

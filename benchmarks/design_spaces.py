@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from untuned_vs_peers import time_interleaved  # noqa: E402  (one timing method for every benchmark)
+from tvmc_mobilenet.options import ModelOptions
 
 SPACES = ("generic", "ours")
 
@@ -51,9 +52,9 @@ def trials_to_reach(curve: list[tuple[int, float]], target_ms: float) -> int | N
 def main() -> int:
     args = parse_args()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
-    from tvmc_mobilenet.compiler.build import BuildConfig, build_model
-    from tvmc_mobilenet.compiler.tune import TuneConfig, tune_model
-    from tvmc_mobilenet.compiler.tuning_db import open_tuning_database, tuning_curve, workload_key
+    from tvmc_mobilenet.build import BuildConfig, build_model
+    from tvmc_mobilenet.tuning.tune import TuneConfig, tune_model
+    from tvmc_mobilenet.tuning.database import open_tuning_database, tuning_curve, workload_key
     from tvmc_mobilenet.runtime.artifact import open_artifact
     from tvmc_mobilenet.runtime.executor import load_local
 
@@ -70,11 +71,19 @@ def main() -> int:
                     shutil.rmtree(work_dir)
                 print(f"{item}, {space} space: tuning to {args.trials} trials in {work_dir}…", file=sys.stderr)
                 config = TuneConfig(
-                    alpha=alpha, resolution=resolution, trials=args.trials, work_dir=work_dir, search_seed=args.seed, space=space
+                    model=ModelOptions(alpha=alpha, resolution=resolution),
+                    trials=args.trials,
+                    work_dir=work_dir,
+                    search_seed=args.seed,
+                    space=space,
                 )
                 result = tune_model(config, log=lambda m: print(f"  {m}", file=sys.stderr))
                 curve = tuning_curve(open_tuning_database(work_dir), [(workload_key(o.task.mod), o.task.weight) for o in result.outcomes])
-                build = build_model(BuildConfig(alpha=alpha, resolution=resolution, tuning_db=work_dir, output=Path(tmp) / f"{space}.tar"))
+                build = build_model(
+                    BuildConfig(
+                        model=ModelOptions(alpha=alpha, resolution=resolution), tuning_db=work_dir, output=Path(tmp) / f"{space}.tar"
+                    )
+                )
                 artifact = open_artifact(build.artifact_path)
                 runners[space] = functools.partial(load_local(artifact).run, artifact.reference_input())
                 row[space] = {
@@ -115,7 +124,7 @@ def main() -> int:
 
 def _tuning_seconds(work_dir: Path) -> float:
     """Seconds spent tuning this database over all runs (``tuning_runs.jsonl``), resumed ones included."""
-    from tvmc_mobilenet.compiler.tune import HISTORY_FILE
+    from tvmc_mobilenet.tuning.tune import HISTORY_FILE
 
     path = work_dir / HISTORY_FILE
     return sum(json.loads(line)["seconds"] for line in path.read_text().splitlines()) if path.exists() else 0.0

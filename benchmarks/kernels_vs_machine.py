@@ -21,6 +21,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from tvmc_mobilenet.options import ModelOptions
 
 HERE = Path(__file__).resolve().parent
 
@@ -83,14 +84,16 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from tvmc_mobilenet.compiler.build import BuildConfig, build_model
+    from tvmc_mobilenet.build import BuildConfig, build_model
     from tvmc_mobilenet.runtime.artifact import open_artifact
     from tvmc_mobilenet.runtime.executor import load_local
 
     alpha_text, resolution_text = args.model.split("-")
     with tempfile.TemporaryDirectory() as tmp:
         build = build_model(
-            BuildConfig(alpha=float(alpha_text), resolution=int(resolution_text), no_tuning_db=True, output=Path(tmp) / "m.tar")
+            BuildConfig(
+                model=ModelOptions(alpha=float(alpha_text), resolution=int(resolution_text)), no_tuning_db=True, output=Path(tmp) / "m.tar"
+            )
         )
         artifact = open_artifact(build.artifact_path)
         kernels = artifact.manifest["kernels"]

@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from untuned_vs_peers import time_interleaved  # noqa: E402  (one timing method for both benchmarks)
+from tvmc_mobilenet.options import ModelOptions
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,9 +47,9 @@ def main() -> int:
     import onnxruntime
     import torch
 
-    from tvmc_mobilenet.compiler.build import BuildConfig, build_model
-    from tvmc_mobilenet.compiler.tune import TuneConfig, tune_model
-    from tvmc_mobilenet.compiler.tuning_db import open_tuning_database, tuning_curve, workload_key
+    from tvmc_mobilenet.build import BuildConfig, build_model
+    from tvmc_mobilenet.tuning.tune import TuneConfig, tune_model
+    from tvmc_mobilenet.tuning.database import open_tuning_database, tuning_curve, workload_key
     from tvmc_mobilenet.model.cost import model_cost
     from tvmc_mobilenet.model.network import build_network
     from tvmc_mobilenet.runtime.artifact import open_artifact
@@ -63,17 +64,21 @@ def main() -> int:
             work_dir = args.work_dir / f"mobilenet_v1_{alpha:g}_{resolution}"
             print(f"{item}: tuning to {args.trials} trials in {work_dir}…", file=sys.stderr)
             tuned = tune_model(
-                TuneConfig(alpha=alpha, resolution=resolution, trials=args.trials, work_dir=work_dir),
+                TuneConfig(model=ModelOptions(alpha=alpha, resolution=resolution), trials=args.trials, work_dir=work_dir),
                 log=lambda m: print(f"  {m}", file=sys.stderr),
             )
-            tuned_build = build_model(BuildConfig(alpha=alpha, resolution=resolution, tuning_db=work_dir, output=Path(tmp) / "t.tar"))
-            untuned_build = build_model(BuildConfig(alpha=alpha, resolution=resolution, no_tuning_db=True, output=Path(tmp) / "u.tar"))
+            tuned_build = build_model(
+                BuildConfig(model=ModelOptions(alpha=alpha, resolution=resolution), tuning_db=work_dir, output=Path(tmp) / "t.tar")
+            )
+            untuned_build = build_model(
+                BuildConfig(model=ModelOptions(alpha=alpha, resolution=resolution), no_tuning_db=True, output=Path(tmp) / "u.tar")
+            )
             artifact = open_artifact(tuned_build.artifact_path)
             data = artifact.reference_input()
             tuned_model = load_local(artifact)
             untuned_model = load_local(open_artifact(untuned_build.artifact_path))
 
-            config = BuildConfig(alpha=alpha, resolution=resolution).model_config()
+            config = ModelOptions(alpha=alpha, resolution=resolution).model_config()
             net = build_network(config, seed=0)
             x = torch.from_numpy(data)
             onnx_path = Path(tmp) / f"{item}.onnx"
@@ -140,7 +145,7 @@ def main() -> int:
 
 def _tuning_runs(work_dir: Path, model: str) -> list[dict]:
     """The summaries of every tune run of this model in the database (``tuning_runs.jsonl``)."""
-    from tvmc_mobilenet.compiler.tune import HISTORY_FILE
+    from tvmc_mobilenet.tuning.tune import HISTORY_FILE
 
     path = work_dir / HISTORY_FILE
     runs = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -148,7 +153,7 @@ def _tuning_runs(work_dir: Path, model: str) -> list[dict]:
 
 
 def _failed_trials(database, tuned) -> int:
-    from tvmc_mobilenet.compiler.tuning_db import FAILED_RUN_SECONDS, workload_key
+    from tvmc_mobilenet.tuning.database import FAILED_RUN_SECONDS, workload_key
 
     keys = {workload_key(o.task.mod) for o in tuned.outcomes}
     failed = 0

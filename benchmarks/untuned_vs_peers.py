@@ -20,6 +20,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from tvmc_mobilenet.options import ModelOptions
 
 DEFAULT_MODELS = [(1.0, 224), (0.5, 160), (0.25, 128)]
 
@@ -92,7 +93,7 @@ def main() -> int:
     import onnxruntime
     import torch
 
-    from tvmc_mobilenet.compiler.build import BuildConfig, build_model
+    from tvmc_mobilenet.build import BuildConfig, build_model
     from tvmc_mobilenet.model.cost import model_cost
     from tvmc_mobilenet.model.network import build_network
     from tvmc_mobilenet.runtime.artifact import open_artifact
@@ -104,8 +105,8 @@ def main() -> int:
         for item in args.models.split(","):
             alpha_text, resolution_text = item.split("-")
             alpha, resolution = float(alpha_text), int(resolution_text)
-            config = BuildConfig(alpha=alpha, resolution=resolution, output=Path(tmp) / f"{item}.tar")
-            model_config = config.model_config()
+            config = BuildConfig(model=ModelOptions(alpha=alpha, resolution=resolution), output=Path(tmp) / f"{item}.tar")
+            model_config = config.model.model_config()
             print(f"{model_config.name}: building with TVM…", file=sys.stderr)
             started = time.perf_counter()
             build = build_model(config)
@@ -114,7 +115,7 @@ def main() -> int:
             data = artifact.reference_input()
 
             tvm_model = load_local(artifact)
-            net = build_network(model_config, seed=config.seed)
+            net = build_network(model_config, seed=config.model.seed)
             x = torch.from_numpy(data)
             onnx_path = Path(tmp) / f"{item}.onnx"
             torch.onnx.export(net, (x,), str(onnx_path), dynamo=False, input_names=["input"])

@@ -1,15 +1,13 @@
 """The command line: each command's output, and one clear line for every bad input."""
 
+import importlib.metadata
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.conftest import requires_nvcc, requires_nvrtc11
 from tvmc_mobilenet.cli import main
 from tvmc_mobilenet.targets.toolchain import nvcc_architectures
 
@@ -32,12 +30,9 @@ def assert_one_line_error(code, err, pattern, exit_code=None):
     assert re.search(pattern, lines[0]), lines[0]
 
 
-def test_help_is_instant():
-    start = time.perf_counter()
+def test_help_imports_neither_torch_nor_tvm():
     proc = subprocess.run([sys.executable, "-m", "tvmc_mobilenet.cli", "--help"], capture_output=True, text=True, timeout=60)
-    elapsed = time.perf_counter() - start
     assert proc.returncode == 0 and "build" in proc.stdout
-    assert elapsed < 2.0  # interpreter start included; no torch or TVM import
     check = "import sys, tvmc_mobilenet.cli; print('torch' in sys.modules, 'tvm' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True).stdout.strip() == "False False"
 
@@ -60,7 +55,7 @@ def test_targets(capsys):
 
 def test_env(capsys):
     code, out, _ = cli(capsys, "env", "--json")
-    assert code == 0 and json.loads(out)["apache-tvm-ffi"] == "0.1.14.post1"
+    assert code == 0 and json.loads(out)["apache-tvm-ffi"] == importlib.metadata.version("apache-tvm-ffi")
     code, out, _ = cli(capsys, "env")
     assert "apache-tvm" in out and "nvcc" in out
 
@@ -70,7 +65,7 @@ def test_build_run_bench(capsys, tmp_path):
     code, out, err = cli(capsys, "build", "-a", "0.25", "-r", "64", "-o", str(out_file))
     assert code == 0, err
     assert "verified against pytorch" in out and str(out_file) in out
-    assert "BuildConfig(alpha=0.25" in err  # the options are printed at the start
+    assert "BuildConfig(model=ModelOptions(alpha=0.25" in err  # the options are printed at the start
 
     code, out, err = cli(capsys, "run", str(out_file), "--output", str(tmp_path / "logits.npy"))
     assert code == 0, err
@@ -146,8 +141,8 @@ def test_bad_input_is_one_clear_line(capsys, args, pattern, exit_code):
 
 
 @pytest.mark.faults("bad_input")
-@requires_nvcc
-@requires_nvrtc11
+@pytest.mark.nvcc
+@pytest.mark.nvrtc11
 def test_a_cuda_compiler_that_cannot_target_the_gpu_is_refused(capsys):
     code, _, err = cli(capsys, "build", "--target", "cuda", "--arch", "sm_100", "--cuda-compiler", "nvrtc")
     refusal = r"CUDA 11.8's NVRTC cannot compile for sm_100 \(it targets sm_35 to sm_90, no 'a' variants\); use nvcc"
@@ -247,7 +242,7 @@ def test_tracker_listens_on_loopback_unless_told_otherwise_and_warns_then(expose
     """TVM's RPC servers run whatever code they are sent: loopback by default, a warning otherwise."""
     import signal
 
-    from .conftest import accepts_connections, free_port, wait_until_listening
+    from tests.helpers import accepts_connections, free_port, wait_until_listening
 
     outside = _global_address()
     if outside is None:

@@ -19,8 +19,8 @@ from collections.abc import Callable
 import numpy as np
 
 from tvmc_mobilenet import __version__
-from tvmc_mobilenet.compiler.model_source import ModelOptions
-from tvmc_mobilenet.errors import BadInputError, TuningError, VerificationError
+from tvmc_mobilenet.options import ModelOptions, TargetOptions
+from tvmc_mobilenet.errors import BadInputError, CudaCompileError, TuningError, VerificationError
 from tvmc_mobilenet.runtime.artifact import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -31,31 +31,33 @@ from tvmc_mobilenet.runtime.artifact import (
     write_artifact,
 )
 from tvmc_mobilenet.runtime.executor import RELATIVE_TOLERANCE, compare_outputs
-from tvmc_mobilenet.targets.registry import Device, Measure, ResolvedTarget, require_buildable, resolve_target
-from tvmc_mobilenet.targets.toolchain import CudaCompiler, cuda_compiler_for, parse_cuda_compiler
+from tvmc_mobilenet.targets.registry import Device, Measure, ResolvedTarget, require_buildable
+from tvmc_mobilenet.targets.toolchain import CudaCompiler, cuda_compiler_for
 
 LIBRARY_FILE = "model.so"
 
 
 @dataclass(frozen=True)
-class BuildConfig(ModelOptions):
+class BuildConfig:
     """Every option of one build; written into the artifact's manifest."""
 
-    target: str = "host"
-    #: GPU architecture (``sm_XX``) of a CUDA target; default: the target's, or the local GPU's.
-    cuda_arch: str | None = None
+    model: ModelOptions = field(default_factory=ModelOptions)
+    target: TargetOptions = field(default_factory=TargetOptions)
     tuning_db: Path | None = None
     #: Do not apply the target's default tuning database (``tuning_db`` still wins when given).
     no_tuning_db: bool = False
     output: Path | None = None
     verify: bool = True
-    #: What compiles a CUDA target's kernels: ``nvcc`` or ``nvrtc`` (CUDA 11.8's); default: nvcc
-    #: where it targets the architecture, else NVRTC 11.8.
-    cuda_compiler: str | None = None
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        parse_cuda_compiler(self.cuda_compiler)
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.model.to_json(),
+            **self.target.to_json(),
+            "tuning_db": str(self.tuning_db) if self.tuning_db is not None else None,
+            "no_tuning_db": self.no_tuning_db,
+            "output": str(self.output) if self.output is not None else None,
+            "verify": self.verify,
+        }
 
 
 @dataclass(frozen=True)
@@ -70,14 +72,14 @@ class BuildResult:
 
 def default_output_path(config: BuildConfig, target: ResolvedTarget) -> Path:
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in target.name)
-    return Path.cwd() / f"{config.model_name}-{slug}.tar"
+    return Path.cwd() / f"{config.model.model_name}-{slug}.tar"
 
 
 def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: None) -> BuildResult:
     """Compile, export, verify and package one model. Raises a TvmcMobilenetError on bad input."""
     started = time.time()
-    target = resolve_target(config.target, config.cuda_arch)
-    requested_compiler = parse_cuda_compiler(config.cuda_compiler)
+    target = config.target.resolve()
+    requested_compiler = config.target.requested_compiler
     require_buildable(target, requested_compiler)
     # What compiles the GPU kernels, decided once (require_buildable has checked it can).
     gpu_compiler = cuda_compiler_for(str(target.target_json["arch"]), requested_compiler) if target.spec.device is Device.CUDA else None
@@ -88,7 +90,7 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
     from tvmc_mobilenet.compiler.model_source import import_model
 
     database = _open_database(config, target, log)
-    loaded = import_model(config, log)
+    loaded = import_model(config.model, log)
     imported, mod = loaded.imported, loaded.mod
     tvm_target = target.tvm_target()
     log(f"compiling for {target.name}")
@@ -97,7 +99,7 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
     if database is not None:
         log(f"tuning database {database.path}: {tuned[0]} of {tuned[1]} kernels tuned")
 
-    reference_input = np.random.default_rng(config.seed).standard_normal(imported.input_shape, dtype=np.float32)
+    reference_input = np.random.default_rng(config.model.seed).standard_normal(imported.input_shape, dtype=np.float32)
     reference_output = np.asarray(imported.reference(reference_input), dtype=np.float32)
 
     with tempfile.TemporaryDirectory(prefix="tvmc-mobilenet-build-") as tmp:
@@ -171,7 +173,7 @@ def _open_database(config: BuildConfig, target: ResolvedTarget, log: Callable[[s
     home directory shared between machines with different CPUs can hold) is passed over with a
     warning, and the build goes on untuned.
     """
-    from tvmc_mobilenet.compiler.tuning_db import default_database_dir, open_tuning_database
+    from tvmc_mobilenet.tuning.database import default_database_dir, open_tuning_database
 
     if config.tuning_db is not None:
         database = open_tuning_database(config.tuning_db)
@@ -255,7 +257,7 @@ def _export(executable, lib_path: Path, target: ResolvedTarget, gpu_compiler: Cu
     if target.spec.device is not Device.CUDA:
         executable.export_library(str(lib_path), fcompile=fcompile)
         return None
-    from tvmc_mobilenet.compiler.cuda_binary import CompiledCudaPacker, CudaCompileError
+    from tvmc_mobilenet.compiler.cuda_binary import CompiledCudaPacker
 
     packer = CompiledCudaPacker(target.tvm_target(), gpu_compiler)
     executable.export_library(str(lib_path), fcompile=fcompile, fpack_imports=packer)

@@ -3,26 +3,28 @@
 No TVM or torch import happens at module level, so ``--help`` answers at once. Errors the user can
 fix (:class:`TvmcMobilenetError`, click's usage errors) become one line on stderr and a non-zero
 exit code; anything else is a bug and keeps its traceback.
+
+Options come in groups (:mod:`tvmc_mobilenet.options`): each group is one decorator here that adds
+its options to a command and hands the command one frozen dataclass built from them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
 import click
 
 from tvmc_mobilenet import __version__
-from tvmc_mobilenet.errors import ArtifactError, TvmcMobilenetError
+from tvmc_mobilenet.errors import TvmcMobilenetError
+from tvmc_mobilenet.options import ModelOptions, RpcOptions, TargetOptions, TimingOptions
 
 FILE = click.Path(dir_okay=False, path_type=Path)
-CUDA_COMPILER_OPTION = click.option(
-    "--cuda-compiler",
-    type=click.Choice(["nvcc", "nvrtc"]),
-    help="What compiles a CUDA target's kernels: nvcc (SASS + PTX), or CUDA 11.8's NVRTC (a cubin for CUDA 11 drivers, "
-    "e.g. JetPack 5). Default: nvcc where it targets the GPU, else NVRTC 11.8.",
-)
+DIRECTORY = click.Path(file_okay=False, path_type=Path)
 VARIANTS = ["mobilenet", "full-conv", "shallow"]
 
 
@@ -35,26 +37,95 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, width=width, soft_wrap=width is not None)
 
 
-def _model_options(func):
-    """--alpha, --resolution, --variant, --classes: the network's shape."""
-    func = click.option("--classes", "num_classes", type=int, default=1000, show_default=True, help="Number of output classes.")(func)
-    func = click.option(
-        "--variant",
-        type=click.Choice(VARIANTS),
-        default="mobilenet",
-        show_default=True,
-        help="The paper's network, or its full-conv (Table 4) / shallow (Table 5) variant.",
-    )(func)
-    func = click.option(
-        "--resolution",
-        "-r",
-        type=int,
-        default=224,
-        show_default=True,
-        help="Input resolution: a multiple of 32 from 32 to 512 (ρ = resolution/224).",
-    )(func)
-    func = click.option("--alpha", "-a", type=float, default=1.0, show_default=True, help="Width multiplier α in (0, 1].")(func)
-    return func
+def _option_group(argument: str, make: Callable[..., object], options: list[tuple[str, Callable]]):
+    """A decorator that adds ``options`` ((parameter name, click.option) pairs) to a command and
+    passes the command ``argument=make(**their values)`` instead of the values one by one."""
+
+    def decorate(func):
+        @functools.wraps(func)
+        def command(**kwargs):
+            values = {name: kwargs.pop(name) for name, _ in options}
+            return func(**kwargs, **{argument: make(**values)})
+
+        for _, option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _network_options() -> list[tuple[str, Callable]]:
+    return [
+        ("alpha", click.option("--alpha", "-a", type=float, default=1.0, show_default=True, help="Width multiplier α in (0, 1].")),
+        ("resolution", click.option("--resolution", "-r", type=int, default=224, show_default=True,
+                                    help="Input resolution: a multiple of 32 from 32 to 512 (ρ = resolution/224).")),
+        ("variant", click.option("--variant", type=click.Choice(VARIANTS), default="mobilenet", show_default=True,
+                                 help="The paper's network, or its full-conv (Table 4) / shallow (Table 5) variant.")),
+        ("num_classes", click.option("--classes", "num_classes", type=int, default=1000, show_default=True, help="Number of output classes.")),
+    ]  # fmt: skip
+
+
+def network_options(func):
+    """--alpha, --resolution, --variant, --classes → ``network``: a ModelConfig (batch 1)."""
+    from tvmc_mobilenet.model.spec import ModelConfig
+
+    return _option_group("network", ModelConfig, _network_options())(func)
+
+
+def model_options(weights: bool):
+    """The network's shape, --batch and --model; with ``weights`` also --weights and --seed →
+    ``model``: a ModelOptions."""
+    options = _network_options() + [
+        ("batch", click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size (1 to 1024).")),
+        ("model_file", click.option("--model", "model_file", type=FILE, help="A user's ONNX file instead of the built-in network.")),
+    ]
+    if weights:
+        options += [
+            ("weights", click.option("--weights", type=FILE, help="PyTorch state_dict for the built-in network (default: random weights).")),
+            ("seed", click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and reference input.")),
+        ]  # fmt: skip
+    return _option_group("model", ModelOptions, options)
+
+
+def target_options(func):
+    """--target, --arch, --cuda-compiler → ``target``: a TargetOptions."""
+    options = [
+        ("name", click.option("--target", "-t", "name", default="host", show_default=True,
+                              help="Registry name (see 'targets'), TVM tag, or JSON target dict.")),
+        ("cuda_arch", click.option("--arch", "cuda_arch", metavar="sm_XX",
+                                   help="GPU architecture of a CUDA target (default: the target's, or the local GPU's).")),
+        ("cuda_compiler", click.option("--cuda-compiler", type=click.Choice(["nvcc", "nvrtc"]),
+                                       help="What compiles a CUDA target's kernels: nvcc (SASS + PTX), or CUDA 11.8's NVRTC (a cubin for "
+                                       "CUDA 11 drivers, e.g. JetPack 5). Default: nvcc where it targets the GPU, else NVRTC 11.8.")),
+    ]  # fmt: skip
+    return _option_group("target", TargetOptions, options)(func)
+
+
+def rpc_options(tracker_only: bool = False):
+    """--rpc-tracker/--rpc-key, and unless ``tracker_only`` --rpc-host/--rpc-port/--rpc-timeout →
+    ``rpc``: an RpcOptions (all None: run on this machine)."""
+    options = [
+        ("tracker", click.option("--rpc-tracker", "tracker", metavar="HOST[:PORT]", help="TVM RPC tracker (port 9190 by default).")),
+        ("key", click.option("--rpc-key", "key", metavar="KEY", help="Device key at the tracker (e.g. rasp4b).")),
+    ]
+    if not tracker_only:
+        options += [
+            ("host", click.option("--rpc-host", "host", metavar="HOST", help="An RPC server's address, without a tracker.")),
+            ("port", click.option("--rpc-port", "port", type=click.IntRange(1, 65535), metavar="PORT", help="The RPC server's port.")),
+            ("timeout", click.option("--rpc-timeout", "timeout", type=click.FloatRange(1, 86400), default=600, show_default=True,
+                                     help="Seconds one remote step (upload, load, a timing run) may take.")),
+        ]  # fmt: skip
+    return _option_group("rpc", RpcOptions, options)
+
+
+def timing_options(repeat: int, number: int, warmup: int):
+    """--repeat, --number, --warmup (with these defaults) → ``timing``: a TimingOptions."""
+    options = [
+        ("repeat", click.option("--repeat", type=click.IntRange(1, 100000), default=repeat, show_default=True, help="Timed samples.")),
+        ("number", click.option("--number", type=click.IntRange(1, 100000), default=number, show_default=True, help="Runs averaged per sample.")),
+        ("warmup", click.option("--warmup", type=click.IntRange(0, 100000), default=warmup, show_default=True, help="Untimed runs first.")),
+    ]  # fmt: skip
+    return _option_group("timing", TimingOptions, options)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -68,21 +139,20 @@ def cli(verbose: int) -> None:
 
 
 @cli.command()
-@_model_options
+@network_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def info(alpha: float, resolution: int, variant: str, num_classes: int, as_json: bool) -> None:
+def info(network, as_json: bool) -> None:
     """Per-layer Mult-Adds and parameters, totals, and shares by layer type."""
     from tvmc_mobilenet.model.cost import model_cost
-    from tvmc_mobilenet.model.spec import ModelConfig
 
-    cost = model_cost(ModelConfig(alpha=alpha, resolution=resolution, variant=variant, num_classes=num_classes))
+    cost = model_cost(network)
     if as_json:
         click.echo(json.dumps(cost.to_json(), indent=2))
         return
     from rich.table import Table
 
     console = _console()
-    layers = Table(title=f"{cost.config.name}  (α={alpha:g}, ρ={cost.config.rho:.3f})")
+    layers = Table(title=f"{cost.config.name}  (α={network.alpha:g}, ρ={cost.config.rho:.3f})")
     for col in ("layer", "type", "input", "output", "kernel/stride", "Mult-Adds", "params"):
         layers.add_column(col, justify="right" if col in ("Mult-Adds", "params") else "left")
     for layer in cost.layers:
@@ -110,7 +180,7 @@ def info(alpha: float, resolution: int, variant: str, num_classes: int, as_json:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def targets(as_json: bool) -> None:
     """The target registry: names, TVM targets, compilers, RPC keys."""
-    from tvmc_mobilenet.targets.registry import TARGETS
+    from tvmc_mobilenet.targets.registry import TARGETS, compilers_label
 
     if as_json:
         click.echo(json.dumps([t.to_json() for t in TARGETS], indent=2))
@@ -118,70 +188,25 @@ def targets(as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(title="Targets (any TVM tag or JSON target dict works too; --json shows the TVM targets)")
-    for col in ("name", "description", "compilers", "RPC key", "status"):
+    for col in ("name", "description", "compilers", "RPC key"):
         table.add_column(col, no_wrap=col != "description")
     for t in TARGETS:
-        names = ", ".join((t.name, *t.aliases))
-        status = "ready" if t.unsupported_reason is None else "not yet"
-        compilers = (_gpu_compiler_label(t) + " + " if t.device.value == "cuda" else "") + (t.cross_compiler or "g++")
-        table.add_row(names, t.description, compilers, t.rpc_key or "-", status)
+        table.add_row(", ".join((t.name, *t.aliases)), t.description, compilers_label(t), t.rpc_key or "-")
     _console().print(table)
 
 
-def _gpu_compiler_label(spec) -> str:
-    """What would compile this CUDA target's kernels here: nvcc, NVRTC 11.8, or nothing yet."""
-    from tvmc_mobilenet.errors import TargetError
-    from tvmc_mobilenet.targets.registry import resolve_target
-    from tvmc_mobilenet.targets.toolchain import cuda_compiler_for
-
-    arch = resolve_target(spec.name).target_json.get("arch")
-    if not arch:
-        return "nvcc"  # the local GPU's architecture: unknown without one
-    try:
-        return cuda_compiler_for(str(arch)).label
-    except TargetError:
-        return "nvcc (missing)"
-
-
 @cli.command()
-@_model_options
-@click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size (1 to 1024).")
-@click.option("--target", "-t", default="host", show_default=True, help="Registry name (see 'targets'), TVM tag, or JSON target dict.")
-@click.option("--arch", "cuda_arch", metavar="sm_XX", help="GPU architecture of a CUDA target (default: the target's, or the local GPU's).")
-@CUDA_COMPILER_OPTION
-@click.option("--model", "model_file", type=FILE, help="Build a user's ONNX file instead of the built-in network.")
-@click.option("--weights", type=FILE, help="PyTorch state_dict for the built-in network (default: random weights).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and reference input.")
-@click.option(
-    "--tuning-db",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="MetaSchedule database to apply (default: the target's own, if tuned).",
-)
+@model_options(weights=True)
+@target_options
+@click.option("--tuning-db", type=DIRECTORY, help="MetaSchedule database to apply (default: the target's own, if tuned).")
 @click.option("--no-tuning-db", is_flag=True, help="Ignore tuning databases: build with default schedules only.")
 @click.option("--no-verify", is_flag=True, help="Do not compare the module with the framework's output.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Artifact file (default: NAME-TARGET.tar here).")
-def build(alpha, resolution, variant, num_classes, batch, target, cuda_arch, cuda_compiler, model_file, weights, seed, tuning_db,
-          no_tuning_db, no_verify, output):  # fmt: skip
+@click.option("-o", "--output", type=FILE, help="Artifact file (default: NAME-TARGET.tar here).")
+def build(model, target, tuning_db, no_tuning_db, no_verify, output):
     """Compile a MobileNet (or an ONNX file) into a verified artifact."""
-    from tvmc_mobilenet.compiler.build import BuildConfig, build_model
+    from tvmc_mobilenet.build import BuildConfig, build_model
 
-    config = BuildConfig(
-        alpha=alpha,
-        resolution=resolution,
-        variant=variant,
-        batch=batch,
-        num_classes=num_classes,
-        target=target,
-        cuda_arch=cuda_arch,
-        cuda_compiler=cuda_compiler,
-        model_file=model_file,
-        weights=weights,
-        seed=seed,
-        tuning_db=tuning_db,
-        no_tuning_db=no_tuning_db,
-        output=output,
-        verify=not no_verify,
-    )
+    config = BuildConfig(model=model, target=target, tuning_db=tuning_db, no_tuning_db=no_tuning_db, output=output, verify=not no_verify)
     err = _console(stderr=True)
     err.print(f"[dim]{config}[/dim]")
     with err.status("building…") as status:
@@ -204,12 +229,8 @@ def build(alpha, resolution, variant, num_classes, batch, target, cuda_arch, cud
 
 
 @cli.command()
-@_model_options
-@click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size (1 to 1024).")
-@click.option("--target", "-t", default="host", show_default=True, help="Registry name, TVM tag, or JSON target dict.")
-@click.option("--arch", "cuda_arch", metavar="sm_XX", help="GPU architecture of a CUDA target (default: the target's, or the local GPU's).")
-@CUDA_COMPILER_OPTION
-@click.option("--model", "model_file", type=FILE, help="Tune a user's ONNX file instead of the built-in network.")
+@model_options(weights=False)
+@target_options
 @click.option(
     "--trials",
     type=int,
@@ -217,11 +238,7 @@ def build(alpha, resolution, variant, num_classes, batch, target, cuda_arch, cud
     show_default=True,
     help="Total trials for this model's tasks, counting those already in the database.",
 )
-@click.option(
-    "--work-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Tuning database directory (default: one per target under the user's cache directory).",
-)
+@click.option("--work-dir", type=DIRECTORY, help="Tuning database directory (default: one per target under the user's cache directory).")
 @click.option(
     "--tasks",
     "task_kinds",
@@ -232,8 +249,7 @@ def build(alpha, resolution, variant, num_classes, batch, target, cuda_arch, cud
 @click.option("--resume", is_flag=True, help="Continue an earlier tune of this work dir to the requested total.")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds a candidate may take to build or run.")
 @click.option("--seed", type=int, default=None, help="Seed of the search (default: random).")
-@click.option("--rpc-tracker", metavar="HOST[:PORT]", help="Measure on boards registered with this TVM RPC tracker.")
-@click.option("--rpc-key", metavar="KEY", help="The boards' key at the tracker (e.g. rasp4b).")
+@rpc_options(tracker_only=True)
 @click.option(
     "--space",
     type=click.Choice(["ours", "generic"]),
@@ -241,31 +257,12 @@ def build(alpha, resolution, variant, num_classes, batch, target, cuda_arch, cud
     show_default=True,
     help="Design space for pointwise and depthwise kernels: ours, or MetaSchedule's generic one.",
 )
-def tune(alpha, resolution, variant, num_classes, batch, target, cuda_arch, cuda_compiler, model_file, trials, work_dir, task_kinds, resume,
-         timeout, seed, rpc_tracker, rpc_key, space):  # fmt: skip
+def tune(model, target, trials, work_dir, task_kinds, resume, timeout, seed, rpc, space):  # fmt: skip
     """Auto-schedule a model's kernels with MetaSchedule into the target's tuning database."""
-    from tvmc_mobilenet.compiler.tune import TuneConfig, tune_model
+    from tvmc_mobilenet.tuning.tune import TuneConfig, tune_model
 
-    config = TuneConfig(
-        alpha=alpha,
-        resolution=resolution,
-        variant=variant,
-        num_classes=num_classes,
-        batch=batch,
-        model_file=model_file,
-        target=target,
-        cuda_arch=cuda_arch,
-        cuda_compiler=cuda_compiler,
-        trials=trials,
-        work_dir=work_dir,
-        tasks=task_kinds,
-        rpc_tracker=rpc_tracker,
-        rpc_key=rpc_key,
-        resume=resume,
-        timeout=timeout,
-        search_seed=seed,
-        space=space,
-    )
+    config = TuneConfig(model=model, target=target, rpc=rpc, trials=trials, work_dir=work_dir, tasks=task_kinds, resume=resume,
+                        timeout=timeout, search_seed=seed, space=space)  # fmt: skip
     err = _console(stderr=True)
     err.print(f"[dim]{config}[/dim]")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -324,100 +321,52 @@ def _print_tune_report(result) -> None:
     )
 
 
-def _rpc_options(func):
-    """--rpc-tracker/--rpc-key or --rpc-host/--rpc-port: run on a remote device over TVM RPC."""
-    options = [
-        click.option("--rpc-tracker", metavar="HOST[:PORT]", help="TVM RPC tracker (port 9190 by default)."),
-        click.option("--rpc-key", metavar="KEY", help="Device key at the tracker (e.g. rasp4b)."),
-        click.option("--rpc-host", metavar="HOST", help="An RPC server's address, without a tracker."),
-        click.option("--rpc-port", type=click.IntRange(1, 65535), metavar="PORT", help="The RPC server's port."),
-        click.option("--rpc-timeout", type=click.FloatRange(1, 86400), default=600, show_default=True,
-                     help="Seconds one remote step (upload, load, a timing run) may take."),
-    ]  # fmt: skip
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _load(artifact_path: Path, rpc_tracker=None, rpc_key=None, rpc_host=None, rpc_port=None, rpc_timeout=600.0):
-    """Open the artifact and load it locally, or on the remote device the RPC options name."""
-    from tvmc_mobilenet.runtime.artifact import open_artifact
-    from tvmc_mobilenet.runtime.executor import load_local, load_remote
-    from tvmc_mobilenet.runtime.rpc import RpcTarget
-
-    rpc = RpcTarget.from_options(rpc_tracker, rpc_key, rpc_host, rpc_port, call_timeout=rpc_timeout)
-    artifact = open_artifact(artifact_path)
-    if rpc is None:
-        return artifact, load_local(artifact), "local"
-    return artifact, load_remote(artifact, rpc), rpc.describe()
-
-
 @cli.command()
-@click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("artifact", type=FILE)
 @click.option("--input", "input_file", type=FILE, help="Input tensor (.npy); default: the artifact's reference input.")
-@click.option("--output", "output_file", type=click.Path(dir_okay=False, path_type=Path), help="Save the logits here (.npy).")
+@click.option("--output", "output_file", type=FILE, help="Save the logits here (.npy).")
 @click.option("--top", type=click.IntRange(1, 100), default=5, show_default=True, help="How many classes to print.")
-@_rpc_options
-def run(artifact: Path, input_file: Path | None, output_file: Path | None, top: int, **rpc) -> None:
+@rpc_options()
+def run(artifact: Path, input_file: Path | None, output_file: Path | None, top: int, rpc: RpcOptions) -> None:
     """Run an artifact once and print the top classes."""
-    import numpy as np
+    from tvmc_mobilenet.runtime.commands import RunConfig, run_artifact
 
-    from tvmc_mobilenet.runtime.executor import check_against_reference
-    from tvmc_mobilenet.runtime.results import load_input, save_array, top_classes
-
-    art, model, _where = _load(artifact, **rpc)
-    data = load_input(input_file) if input_file else art.reference_input()
-    logits = model.run(data)
+    result = run_artifact(RunConfig(artifact, input_file=input_file, output_file=output_file, top=top, rpc=rpc))
     console = _console()
-    for image, classes in enumerate(top_classes(logits, top)):
+    for image, classes in enumerate(result.classes):
         line = ", ".join(f"{c}: {p:.3f}" for c, p in classes)
         console.print(f"image {image}: top-{top} classes (class: probability) {line}")
-    if input_file is None:
-        cmp = check_against_reference(logits, art)
-        console.print(f"[green]matches[/green] the reference output (max abs error {cmp.max_abs_error:.3g})")
-    if output_file:
-        save_array(output_file, np.asarray(logits))
-        console.print(f"logits saved to {output_file}")
+    if result.comparison is not None:
+        console.print(f"[green]matches[/green] the reference output (max abs error {result.comparison.max_abs_error:.3g})")
+    if result.output_file:
+        console.print(f"logits saved to {result.output_file}")
 
 
 @cli.command()
-@click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--repeat", type=click.IntRange(1, 100000), default=20, show_default=True, help="Timed samples.")
-@click.option("--number", type=click.IntRange(1, 100000), default=10, show_default=True, help="Runs averaged per sample.")
-@click.option("--warmup", type=click.IntRange(0, 100000), default=5, show_default=True, help="Untimed runs first.")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON here.")
+@click.argument("artifact", type=FILE)
+@timing_options(repeat=20, number=10, warmup=5)
+@click.option("--json", "json_file", type=FILE, help="Write the results as JSON here.")
 @click.option("--profile", is_flag=True, help="Also time each kernel alone: a per-layer table of where the time goes.")
-@_rpc_options
-def bench(artifact: Path, repeat: int, number: int, warmup: int, json_file: Path | None, profile: bool, **rpc) -> None:
+@rpc_options()
+def bench(artifact: Path, timing: TimingOptions, json_file: Path | None, profile: bool, rpc: RpcOptions) -> None:
     """Time an artifact, here or on a remote device: median, mean, p90, std (warm-up excluded).
 
     The device's output for the stored reference input is checked first; a mismatch fails.
     """
-    from tvmc_mobilenet.runtime.executor import verify_on_reference
-    from tvmc_mobilenet.runtime.results import bench_report, write_json
+    from tvmc_mobilenet.runtime.commands import BenchConfig, bench_artifact
 
-    art, model, where = _load(artifact, **rpc)
-
-    comparison = verify_on_reference(model, art)
-    stats = model.time(art.reference_input(), number=number, repeat=repeat, warmup=warmup)
-    report = bench_report(art, stats, comparison, where=where)
+    result = bench_artifact(BenchConfig(artifact, timing=timing, rpc=rpc, profile=profile, json_file=json_file))
+    if result.profile is not None:
+        _print_profile(result.profile)
+    stats = result.stats
     console = _console()
-    if profile:
-        kernels = art.manifest.get("kernels")
-        if not kernels:
-            raise ArtifactError(f"artifact {str(artifact)!r} has no kernel table (built by an older version); rebuild it to profile")
-        rows = model.profile(kernels)
-        report["profile"] = [r.to_json() for r in rows]
-        _print_profile(rows)
-    batch = art.input_shape[0]
     console.print(
-        f"{art.manifest['model'].get('name', art.path.stem)} on {art.target_name} ({where}): "
+        f"{result.model_name} on {result.target_name} ({result.where}): "
         f"median {stats.median_ms:.3f} ms, mean {stats.mean_ms:.3f} ms, p90 {stats.p90_ms:.3f} ms, "
         f"std {stats.std_ms:.3f} ms over {stats.repeat}×{stats.number} runs; "
-        f"{1000.0 * batch / stats.median_ms:.1f} images/s"
+        f"{result.images_per_second:.1f} images/s"
     )
     if json_file:
-        write_json(json_file, report)
         console.print(f"results written to {json_file}")
 
 
@@ -433,21 +382,18 @@ def _print_profile(rows) -> None:
 
 
 @cli.command()
-@click.option("--target", "-t", default="host", show_default=True, help="Registry name, TVM tag, or JSON target dict.")
-@click.option("--arch", "cuda_arch", metavar="sm_XX", help="GPU architecture of a CUDA target.")
-@CUDA_COMPILER_OPTION
+@target_options
 @click.option("--alphas", default="1,0.75,0.5,0.25", show_default=True, help="Width multipliers, comma-separated.")
 @click.option("--resolutions", default="224,192,160,128", show_default=True, help="Resolutions, comma-separated.")
 @click.option("--trials-per-model", type=int, default=0, show_default=True, help="Tuning trials per model (0: untuned).")
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=DIRECTORY,
     default=Path("sweep"),
     show_default=True,
     help="Directory for sweep.json/.csv, plots, report.md, artifacts and the shared tuning database.",
 )
-@click.option("--repeat", type=click.IntRange(1, 10000), default=10, show_default=True, help="Timed samples per model.")
-@click.option("--number", type=click.IntRange(1, 10000), default=5, show_default=True, help="Runs per sample.")
+@timing_options(repeat=10, number=5, warmup=3)
 @click.option(
     "--rounds",
     type=click.IntRange(1, 1000),
@@ -455,27 +401,25 @@ def _print_profile(rows) -> None:
     show_default=True,
     help="Timing rounds over the whole grid; each model keeps its fastest round (other load on the machine only adds time).",
 )
-@_rpc_options
-def sweep(target, cuda_arch, cuda_compiler, alphas, resolutions, trials_per_model, out, repeat, number, rounds, **rpc):
+@rpc_options()
+def sweep(target, alphas, resolutions, trials_per_model, out, timing, rounds, rpc):  # fmt: skip
     """Build (and tune) every α × resolution model, measure them on the target, report the trade-off.
 
     Builds are recorded after every model; run the same command again to resume (built models are
     kept, all are measured again).
     """
-    from tvmc_mobilenet.sweep.run import SweepConfig, parse_list, run_sweep
+    from tvmc_mobilenet.sweep.results import SweepConfig, parse_list
+    from tvmc_mobilenet.sweep.run import run_sweep
 
     config = SweepConfig(
         target=target,
-        cuda_arch=cuda_arch,
-        cuda_compiler=cuda_compiler,
         alphas=parse_list(alphas, float, "--alphas"),
         resolutions=parse_list(resolutions, int, "--resolutions"),
         trials_per_model=trials_per_model,
         out=out,
-        repeat=repeat,
-        number=number,
+        rpc=rpc,
+        timing=timing,
         rounds=rounds,
-        **rpc,
     )
     err = _console(stderr=True)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -497,7 +441,7 @@ def _print_sweep(result) -> None:
 
     from tvmc_mobilenet.sweep.report import TABLE_HEADER, table_rows
 
-    table = Table(title=f"MobileNet v1 on {result.config.target} (top-1: published; * TF-slim release)")
+    table = Table(title=f"MobileNet v1 on {result.config.target.name} (top-1: published; * TF-slim release)")
     for col in TABLE_HEADER:
         table.add_column(col, justify="right")
     for cells in table_rows(result):
@@ -543,14 +487,19 @@ def device_setup(root: Path | None) -> None:
 @device.command("tracker")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=9190, show_default=True)
-def device_tracker(host: str, port: int) -> None:
-    """Run TVM's RPC tracker in the foreground (Ctrl-C stops it)."""
-    from tvmc_mobilenet.devices.emulated import start_tracker, stop
+def device_tracker(host: str, port: int) -> int:
+    """Run TVM's RPC tracker in the foreground; Ctrl-C, SIGTERM or SIGHUP stops it.
+
+    Exit status: 0 after SIGTERM or SIGHUP (a stop asked for, as a service manager expects), 130
+    after Ctrl-C, non-zero with one line when the tracker ends on its own.
+    """
+    from tvmc_mobilenet.devices.serve import serve_tracker
 
     _warn_if_exposed(host, "tracker")
-    process = start_tracker(host, port)
-    _console(stderr=True).print(f"RPC tracker on {host}:{port} (pid {process.pid}); Ctrl-C stops it")
-    _wait_foreground(process, stop)
+    err = _console(stderr=True)
+    outcome = serve_tracker(host, port, log=lambda m: err.print(m, markup=False))
+    err.print(outcome.describe(), markup=False)
+    return outcome.exit_code
 
 
 @device.command("emulate")
@@ -560,33 +509,20 @@ def device_tracker(host: str, port: int) -> None:
 @click.option("--port", type=click.IntRange(1, 65534), default=9090, show_default=True)
 @click.option("--cpu", default="cortex-a72", show_default=True, help="The CPU qemu emulates (QEMU_CPU).")
 @click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), help="The emulated device's directory.")
-def device_emulate(key: str, tracker: str, host: str, port: int, cpu: str, root: Path | None) -> None:
-    """Run a stock TVM RPC server on the emulated aarch64 device (qemu), registered with a tracker."""
-    from tvmc_mobilenet.devices.emulated import prepare_sysroot, start_server, stop, wait_for_servers
+def device_emulate(key: str, tracker: str, host: str, port: int, cpu: str, root: Path | None) -> int:
+    """Run a stock TVM RPC server on the emulated aarch64 device (qemu), registered with a tracker;
+    Ctrl-C, SIGTERM or SIGHUP stops it (exit status as for 'device tracker')."""
+    from tvmc_mobilenet.devices.serve import serve_emulated_device
     from tvmc_mobilenet.runtime.rpc import DEFAULT_TRACKER_PORT, parse_address
 
     _warn_if_exposed(host, "server")
     tracker_address = parse_address(tracker, DEFAULT_TRACKER_PORT, "--tracker")
     err = _console(stderr=True)
-    sysroot = prepare_sysroot(root, log=lambda m: err.print(f"• {m}"))
-    process = start_server(sysroot, key, tracker_address, host=host, port=port, cpu=cpu)
-    err.print(f"emulated {cpu} device (pid {process.pid}) starting under qemu; registering as {key!r}…")
-    try:
-        wait_for_servers(tracker_address, key, 1, timeout=120, processes=[process])
-    except BaseException:
-        stop(process)
-        raise
-    err.print(f"registered with the tracker at {tracker_address[0]}:{tracker_address[1]}; Ctrl-C stops it")
-    _wait_foreground(process, stop)
-
-
-def _wait_foreground(process, stop) -> None:
-    try:
-        process.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop(process)
+    outcome = serve_emulated_device(
+        key, tracker_address, host=host, port=port, cpu=cpu, root=root, log=lambda m: err.print(m, markup=False)
+    )
+    err.print(outcome.describe(), markup=False)
+    return outcome.exit_code
 
 
 @cli.command()

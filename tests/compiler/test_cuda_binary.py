@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import has_cuda_gpu, requires_aarch64_cc, requires_cuda_gpu, requires_nvcc, requires_nvrtc11
-from tvmc_mobilenet.compiler.build import BuildConfig, build_model
+from tests.helpers import has_cuda_gpu
+from tvmc_mobilenet.options import ModelOptions, TargetOptions
+from tvmc_mobilenet.build import BuildConfig, build_model
 from tvmc_mobilenet.compiler.cuda_binary import (
     BLOB_SYMBOL,
     CompiledCudaPacker,
-    CudaCompileError,
     GpuImage,
     ModuleBlob,
     c_array_bytes,
@@ -30,7 +30,7 @@ from tvmc_mobilenet.compiler.cuda_binary import (
     find_cubins,
     find_fatbins,
 )
-from tvmc_mobilenet.errors import ArtifactError
+from tvmc_mobilenet.errors import ArtifactError, CudaCompileError
 from tvmc_mobilenet.runtime.artifact import open_artifact
 from tvmc_mobilenet.runtime.executor import load_local
 from tvmc_mobilenet.targets.registry import resolve_target
@@ -92,7 +92,7 @@ def cuobjdump_listing(tool: str, library: bytes, tmp_path: Path) -> str:
     return subprocess.run([tool, "--list-elf", "--list-ptx", str(code)], capture_output=True, text=True, timeout=60).stdout
 
 
-@requires_nvcc
+@pytest.mark.nvcc
 def test_export_replaces_cuda_source_by_a_fatbin(tmp_path):
     target = resolve_target("h100").tvm_target()
     executable = small_cuda_module(target)
@@ -133,14 +133,14 @@ def test_blob_damage_is_an_error_not_a_broken_library():
     assert find_cubins(b"xx" + bytes(header)) == []  # a CUDA ELF header with no section table
 
 
-@requires_nvcc
+@pytest.mark.nvcc
 def test_nvcc_errors_are_one_line():
     with pytest.raises(CudaCompileError, match=r"nvcc could not compile the kernels for sm_87: .*error") as info:
         compile_kernels('extern "C" __global__ void k() { undefined_thing(); }', resolve_target("jetson-orin-nano").tvm_target())
     assert "\n" not in str(info.value)
 
 
-@requires_nvrtc11
+@pytest.mark.nvrtc11
 def test_nvrtc_errors_are_one_line():
     from tvmc_mobilenet.targets.toolchain import CudaCompiler
 
@@ -162,18 +162,22 @@ NVRTC_CODE = {"format": "cubin", "compiler": re.compile(r"NVRTC 11\.8")}
 @pytest.mark.parametrize(
     "target, batch, arch, machine, code, cuda_compiler",
     [
-        pytest.param("jetson-orin-nano", 1, 87, "aarch64", NVCC_CODE, None, marks=[requires_nvcc, requires_aarch64_cc]),
-        pytest.param("h100", 64, 90, "x86_64", NVCC_CODE, None, marks=requires_nvcc),
+        pytest.param("jetson-orin-nano", 1, 87, "aarch64", NVCC_CODE, None, marks=[pytest.mark.nvcc, pytest.mark.aarch64_cc]),
+        pytest.param("h100", 64, 90, "x86_64", NVCC_CODE, None, marks=pytest.mark.nvcc),
         # The default for sm_72 where nvcc (CUDA 13) has dropped it.
         pytest.param(
-            "jetson-xavier", 2, 72, "aarch64", NVRTC_CODE, None, marks=[requires_nvrtc11, requires_aarch64_cc, requires_no_nvcc_sm72]
+            "jetson-xavier", 2, 72, "aarch64", NVRTC_CODE, None, marks=[pytest.mark.nvrtc11, pytest.mark.aarch64_cc, requires_no_nvcc_sm72]
         ),
         # An Orin on JetPack 5 (CUDA 11.4) takes a CUDA 11.8 cubin rather than CUDA 13 code.
-        pytest.param("jetson-agx-orin", 1, 87, "aarch64", NVRTC_CODE, "nvrtc", marks=[requires_nvrtc11, requires_aarch64_cc]),
+        pytest.param("jetson-agx-orin", 1, 87, "aarch64", NVRTC_CODE, "nvrtc", marks=[pytest.mark.nvrtc11, pytest.mark.aarch64_cc]),
     ],
 )
 def test_mobilenet_artifact_carries_gpu_code_for_its_architecture(tmp_path, target, batch, arch, machine, code, cuda_compiler):
-    config = BuildConfig(alpha=0.25, resolution=64, batch=batch, target=target, cuda_compiler=cuda_compiler, output=tmp_path / "m.tar")
+    config = BuildConfig(
+        model=ModelOptions(alpha=0.25, resolution=64, batch=batch),
+        target=TargetOptions(name=target, cuda_compiler=cuda_compiler),
+        output=tmp_path / "m.tar",
+    )
     result = build_model(config)
     manifest = result.manifest
     assert manifest["target"]["device"] == "cuda" and manifest["target"]["tvm"]["arch"] == f"sm_{arch}"
@@ -202,19 +206,20 @@ def test_mobilenet_artifact_carries_gpu_code_for_its_architecture(tmp_path, targ
 
 
 @pytest.mark.cuda
-@requires_cuda_gpu
-@requires_nvcc
+@pytest.mark.nvcc
 def test_cuda_build_runs_and_verifies_on_the_local_gpu(tmp_path):
-    result = build_model(BuildConfig(alpha=0.25, resolution=64, target="cuda", output=tmp_path / "gpu.tar"))
+    result = build_model(
+        BuildConfig(model=ModelOptions(alpha=0.25, resolution=64), target=TargetOptions(name="cuda"), output=tmp_path / "gpu.tar")
+    )
     assert result.verification["status"] == "passed"
 
 
-@requires_aarch64_cc
+@pytest.mark.aarch64_cc
 @pytest.mark.parametrize(
     "target, images",
     [
-        pytest.param("jetson-orin-nano", [GpuImage("ptx", 87), GpuImage("sass", 87)], marks=requires_nvcc),
-        pytest.param("jetson-xavier", [GpuImage("sass", 72)], marks=requires_nvrtc11),
+        pytest.param("jetson-orin-nano", [GpuImage("ptx", 87), GpuImage("sass", 87)], marks=pytest.mark.nvcc),
+        pytest.param("jetson-xavier", [GpuImage("sass", 72)], marks=pytest.mark.nvrtc11),
     ],
 )
 def test_tuning_candidates_for_a_gpu_carry_compiled_code(target, images):
@@ -223,7 +228,7 @@ def test_tuning_candidates_for_a_gpu_carry_compiled_code(target, images):
     import tvm
 
     from tests.schedules.kernels import Layer, conv_kernel_of
-    from tvmc_mobilenet.compiler.measure import build_and_export
+    from tvmc_mobilenet.tuning.measure import build_and_export
     from tvmc_mobilenet.compiler.passes import schedule
 
     tvm_target = resolve_target(target).tvm_target()
@@ -236,8 +241,7 @@ def test_tuning_candidates_for_a_gpu_carry_compiled_code(target, images):
 
 
 @pytest.mark.cuda
-@requires_cuda_gpu
-@requires_nvrtc11
+@pytest.mark.nvrtc11
 def test_cuda11_nvrtc_cubin_runs_and_verifies_on_the_local_gpu(tmp_path):
     """The Xavier's route (a CUDA 11.8 cubin, ``fmt="cubin"``) loaded and run by TVM's runtime, on
     whatever GPU this machine has (NVRTC 11.8 targets sm_35 to sm_90)."""
@@ -247,17 +251,23 @@ def test_cuda11_nvrtc_cubin_runs_and_verifies_on_the_local_gpu(tmp_path):
     arch = local_cuda_arch()
     if arch not in cuda11_nvrtc().architectures():
         pytest.skip(f"NVRTC 11.8 does not target this GPU ({arch})")
-    result = build_model(BuildConfig(alpha=0.25, resolution=64, target="cuda", cuda_compiler="nvrtc", output=tmp_path / "gpu.tar"))
+    result = build_model(
+        BuildConfig(
+            model=ModelOptions(alpha=0.25, resolution=64),
+            target=TargetOptions(name="cuda", cuda_compiler="nvrtc"),
+            output=tmp_path / "gpu.tar",
+        )
+    )
     assert result.manifest["library"]["gpu_code"]["format"] == "cubin"
     assert result.verification["status"] == "passed"
 
 
 @pytest.mark.skipif(has_cuda_gpu(), reason="checks the refusal on a machine without a GPU")
 def test_tuning_for_a_gpu_needs_one_or_its_rpc_server():
-    from tvmc_mobilenet.compiler.tune import TuneConfig, tune_model
+    from tvmc_mobilenet.tuning.tune import TuneConfig, tune_model
     from tvmc_mobilenet.errors import TargetError
 
     with pytest.raises(TargetError, match=r"measures kernels on an NVIDIA GPU and this machine has none"):
-        tune_model(TuneConfig(alpha=0.25, resolution=64, target="h100", trials=4))
+        tune_model(TuneConfig(model=ModelOptions(alpha=0.25, resolution=64), target=TargetOptions(name="h100"), trials=4))
     with pytest.raises(TargetError, match=r"measured on the device itself: give --rpc-tracker .* --rpc-key jetson-orin-nano"):
-        tune_model(TuneConfig(alpha=0.25, resolution=64, target="jetson-orin-nano", trials=4))
+        tune_model(TuneConfig(model=ModelOptions(alpha=0.25, resolution=64), target=TargetOptions(name="jetson-orin-nano"), trials=4))

@@ -8,7 +8,7 @@ from tvmc_mobilenet.errors import BadInputError
 from tvmc_mobilenet.model.network import build_network
 from tvmc_mobilenet.model.spec import ModelConfig
 
-from .onnx_models import conv_bn_model
+from tests.compiler.onnx_models import conv_bn_model
 
 pytest.importorskip("onnx", reason="the onnx extra is not installed")
 

@@ -10,7 +10,7 @@ from tvmc_mobilenet.compiler.passes import RUNTIME_ARITHMETIC_OPS, relax_op_coun
 from tvmc_mobilenet.model.network import build_network
 from tvmc_mobilenet.model.spec import ModelConfig
 
-from .onnx_models import conv_bn_model
+from tests.compiler.onnx_models import conv_bn_model
 
 
 def _run(mod, data):

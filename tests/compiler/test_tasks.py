@@ -2,7 +2,8 @@
 
 import pytest
 
-from tvmc_mobilenet.compiler.model_source import ModelOptions, import_model
+from tvmc_mobilenet.compiler.model_source import import_model
+from tvmc_mobilenet.options import ModelOptions
 from tvmc_mobilenet.compiler.passes import legalize_and_fuse
 from tvmc_mobilenet.compiler.tasks import TaskKind, extract_tasks, parse_task_filter
 from tvmc_mobilenet.errors import BadInputError

@@ -7,6 +7,7 @@ emulation say nothing about a real board; these tests check behaviour, not speed
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import threading
@@ -15,22 +16,18 @@ from pathlib import Path
 
 import pytest
 
+from tvmc_mobilenet.options import ModelOptions, RpcOptions, TargetOptions
 from tvmc_mobilenet.cli import main
-from tvmc_mobilenet.compiler.build import BuildConfig, build_model
-from tvmc_mobilenet.compiler.tune import TuneConfig, tune_model
-from tvmc_mobilenet.compiler.tuning_db import RECORD_FILE, open_tuning_database
-from tvmc_mobilenet.devices.emulated import missing_tools, prepare_sysroot, start_server, start_tracker, stop, wait_for_servers
+from tvmc_mobilenet.build import BuildConfig, build_model
+from tvmc_mobilenet.tuning.tune import TuneConfig, tune_model
+from tvmc_mobilenet.tuning.database import RECORD_FILE, open_tuning_database
+from tvmc_mobilenet.devices.emulated import prepare_sysroot, start_server, start_tracker, stop, wait_for_servers
 from tvmc_mobilenet.errors import RpcError
 from tvmc_mobilenet.runtime.rpc import tracker_summary
 
-from ..conftest import EMULATOR_DIR, free_port, has_aarch64_cross_compiler, wait_until_listening
+from tests.helpers import EMULATOR_DIR, free_port, wait_until_listening
 
-pytestmark = [
-    pytest.mark.emulated,
-    pytest.mark.rpc,
-    pytest.mark.skipif(bool(missing_tools()), reason=f"emulated device needs {', '.join(missing_tools())}"),
-    pytest.mark.skipif(not has_aarch64_cross_compiler(), reason="aarch64-linux-gnu-g++ not installed"),
-]
+pytestmark = [pytest.mark.emulated, pytest.mark.rpc]  # skipped, with the reason, without qemu or the cross compiler
 KEY = "rasp4b"
 
 
@@ -83,7 +80,7 @@ def lab(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pi_artifact(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pi") / "pi.tar"
-    result = build_model(BuildConfig(alpha=0.25, resolution=128, target="rasp4b", output=out))
+    result = build_model(BuildConfig(model=ModelOptions(alpha=0.25, resolution=128), target=TargetOptions(name="rasp4b"), output=out))
     assert result.verification["status"] == "skipped"
     return out
 
@@ -100,7 +97,7 @@ def test_emulated_device_is_an_aarch64_cortex_a72(lab):
         text=True,
         timeout=120,
     )
-    assert proc.stdout.split() == ["aarch64", "0.27.0.post1"], proc.stderr[-1000:]
+    assert proc.stdout.split() == ["aarch64", importlib.metadata.version("apache-tvm")], proc.stderr[-1000:]
     assert not (lab.sysroot.site / "tvm" / "lib" / "libtvm_compiler.so").exists()  # runtime only
 
 
@@ -130,16 +127,15 @@ def test_run_straight_to_a_server(lab, pi_artifact, capsys):
 
 
 @pytest.mark.faults("fault")
+@pytest.mark.timeout(300)  # a hang past the 120 s step deadline would be the bug
 def test_server_killed_mid_bench_is_a_clear_error(lab, pi_artifact, capsys):
     victim, port = lab.server(None, register=False)
     wait_until_listening(port, victim, timeout=120)
     threading.Timer(20, stop, args=(victim,)).start()  # dies while the benchmark runs
-    start = time.time()
     code = main(["bench", str(pi_artifact), "--rpc-host", "127.0.0.1", "--rpc-port", str(port), "--repeat", "1000", "--rpc-timeout", "120"])
     err = capsys.readouterr().err
     assert code == 6, err
     assert err.strip().splitlines()[-1].startswith("error: ") and f"server 127.0.0.1:{port}" in err
-    assert time.time() - start < 200  # no hang
 
 
 def sessions_served(lab, port: int) -> int:
@@ -150,9 +146,16 @@ def test_remote_tuning_writes_records_that_a_rasp4b_build_applies(lab, tmp_path)
     work = tmp_path / "db"
     sessions_before = [sessions_served(lab, port) for _, port in lab.key_servers]
     result = tune_model(
-        TuneConfig(alpha=0.25, resolution=32, target="rasp4b", trials=4, tasks="pointwise", work_dir=work,
-                   rpc_tracker=f"{lab.tracker[0]}:{lab.tracker[1]}", rpc_key=KEY, timeout=300)
-    )  # fmt: skip
+        TuneConfig(
+            model=ModelOptions(alpha=0.25, resolution=32),
+            target=TargetOptions(name="rasp4b"),
+            rpc=RpcOptions(tracker=f"{lab.tracker[0]}:{lab.tracker[1]}", key=KEY),
+            trials=4,
+            tasks="pointwise",
+            work_dir=work,
+            timeout=300,
+        )
+    )
     assert result.trials_run >= 4
     measured = [o for o in result.outcomes if o.best_seconds is not None]
     assert measured, "no candidate ran on the device"
@@ -160,7 +163,11 @@ def test_remote_tuning_writes_records_that_a_rasp4b_build_applies(lab, tmp_path)
     assert all(after > before for before, after in zip(sessions_before, sessions_after, strict=True)), (
         f"measurements did not spread over both boards: sessions {sessions_before} -> {sessions_after}"
     )
-    build = build_model(BuildConfig(alpha=0.25, resolution=32, target="rasp4b", tuning_db=work, output=tmp_path / "m.tar"))
+    build = build_model(
+        BuildConfig(
+            model=ModelOptions(alpha=0.25, resolution=32), target=TargetOptions(name="rasp4b"), tuning_db=work, output=tmp_path / "m.tar"
+        )
+    )
     assert build.manifest["tuning"]["kernels_tuned"] >= len(measured)
 
 
@@ -169,8 +176,15 @@ def test_device_lost_mid_tune_keeps_every_record(lab, tmp_path, fault_ledger):
     victim, _ = lab.server("victim")
     wait_for_servers(lab.tracker, "victim", 1, timeout=240, processes=[victim])
     work = tmp_path / "db"
-    config = TuneConfig(alpha=0.25, resolution=32, target="rasp4b", trials=60, tasks="pointwise", work_dir=work,
-                        rpc_tracker=f"{lab.tracker[0]}:{lab.tracker[1]}", rpc_key="victim", timeout=60)  # fmt: skip
+    config = TuneConfig(
+        model=ModelOptions(alpha=0.25, resolution=32),
+        target=TargetOptions(name="rasp4b"),
+        rpc=RpcOptions(tracker=f"{lab.tracker[0]}:{lab.tracker[1]}", key="victim"),
+        trials=60,
+        tasks="pointwise",
+        work_dir=work,
+        timeout=60,
+    )
 
     def kill_after_first_records():
         deadline = time.time() + 600

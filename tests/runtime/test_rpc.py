@@ -7,11 +7,12 @@ import time
 
 import pytest
 
+from tvmc_mobilenet.options import RpcOptions
 from tvmc_mobilenet.devices.emulated import start_tracker, stop, wait_for_servers
 from tvmc_mobilenet.errors import BadInputError, RpcError
 from tvmc_mobilenet.runtime.rpc import RpcTarget, bounded, open_session, parse_address, tracker_summary
 
-from ..conftest import free_port, wait_until_listening
+from tests.helpers import free_port, wait_until_listening
 
 
 @pytest.fixture(scope="module")
@@ -48,40 +49,37 @@ def tracker():
 )
 @pytest.mark.faults("bad_input")
 def test_option_errors(kwargs, message):
-    args = dict(tracker=None, key=None, host=None, port=None) | kwargs
     with pytest.raises(BadInputError, match=message):
-        RpcTarget.from_options(**args)
+        RpcTarget.from_options(RpcOptions(**kwargs))
 
 
 def test_options():
-    assert RpcTarget.from_options(None, None, None, None) is None
-    rpc = RpcTarget.from_options("10.0.0.2", "rasp4b", None, None)
+    assert RpcTarget.from_options(RpcOptions()) is None
+    rpc = RpcTarget.from_options(RpcOptions(tracker="10.0.0.2", key="rasp4b"))
     assert (rpc.tracker_host, rpc.tracker_port, rpc.key) == ("10.0.0.2", 9190, "rasp4b")
     assert rpc.describe() == "key 'rasp4b' at tracker 10.0.0.2:9190"
-    direct = RpcTarget.from_options(None, None, "pi.local", 9090)
+    direct = RpcTarget.from_options(RpcOptions(host="pi.local", port=9090))
     assert direct.describe() == "server pi.local:9090" and not direct.via_tracker
     assert parse_address("pi.local", 9190, "x") == ("pi.local", 9190)
     assert parse_address("10.0.0.2:9191", 9190, "x") == ("10.0.0.2", 9191)
 
 
 @pytest.mark.faults("fault")
+@pytest.mark.timeout(10)  # a hang would be the bug
 def test_bounded_turns_a_hang_into_an_error():
-    start = time.time()
     with pytest.raises(RpcError, match=r"waiting: no answer within 0.2 s"):
         bounded(lambda: time.sleep(30), 0.2, "waiting")
-    assert time.time() - start < 5
     assert bounded(lambda: 42, 1, "x") == 42
     with pytest.raises(RpcError, match=r"dividing failed: division by zero"):
         bounded(lambda: 1 / 0, 1, "dividing")
 
 
 @pytest.mark.faults("fault")
+@pytest.mark.timeout(30)  # TVM's own client retries for a minute
 def test_unreachable_tracker_is_a_quick_clear_error():
     port = free_port()  # nothing listens there
-    start = time.time()
     with pytest.raises(RpcError, match=rf"cannot reach the RPC tracker at 127.0.0.1:{port} .*is it running"):
         open_session(RpcTarget(tracker_host="127.0.0.1", tracker_port=port, key="rasp4b"))
-    assert time.time() - start < 15
 
 
 @pytest.mark.faults("fault")
@@ -92,11 +90,10 @@ def test_unreachable_server_is_a_quick_clear_error():
 
 
 @pytest.mark.faults("fault")
+@pytest.mark.timeout(30)  # TVM's tracker would queue the request forever
 def test_key_no_server_serves_is_an_error_not_a_hang(tracker):
-    start = time.time()
     with pytest.raises(RpcError, match=r"no device is registered under key 'nobody' .*keys registered: none.*rpc_server"):
         open_session(RpcTarget(tracker_host=tracker[0], tracker_port=tracker[1], key="nobody"))
-    assert time.time() - start < 15
 
 
 @pytest.mark.faults("fault")
@@ -117,6 +114,7 @@ def test_cli_reports_rpc_errors_in_one_line(capsys, tiny_artifact):
 
 
 @pytest.mark.faults("fault")
+@pytest.mark.timeout(120)  # far below the 600 s deadline of a step: the drop itself must end the bench
 def test_server_killed_mid_bench_is_a_clear_error_within_the_timeout(capsys, tiny_artifact):
     """TVM's stock RPC server on this machine (loopback), killed while the benchmark runs."""
     from tvmc_mobilenet.cli import main
@@ -132,10 +130,8 @@ def test_server_killed_mid_bench_is_a_clear_error_within_the_timeout(capsys, tin
     try:
         wait_until_listening(port, server)
         killer.start()
-        start = time.time()
         code = main(["bench", str(tiny_artifact), "--rpc-host", "127.0.0.1", "--rpc-port", str(port),
-                     "--repeat", "100000", "--number", "10", "--rpc-timeout", "60"])  # fmt: skip
-        elapsed = time.time() - start
+                     "--repeat", "100000", "--number", "10", "--rpc-timeout", "600"])  # fmt: skip
     finally:
         killer.cancel()
         stop(server)
@@ -143,4 +139,3 @@ def test_server_killed_mid_bench_is_a_clear_error_within_the_timeout(capsys, tin
     assert code == 6, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: ") and f"server 127.0.0.1:{port}" in last, err
-    assert elapsed < 45  # noticed when the connection drops, well before the 60 s deadline of a step

@@ -8,21 +8,15 @@ from dataclasses import asdict
 
 import pytest
 
+from tvmc_mobilenet.model.accuracy import PAPER
+from tvmc_mobilenet.options import TimingOptions
 from tvmc_mobilenet.cli import main
 from tvmc_mobilenet.errors import BadInputError
-from tvmc_mobilenet.model.accuracy import PAPER, TF_SLIM, published_top1
 from tvmc_mobilenet.sweep.report import CSV_COLUMNS, PLOTS, pareto_front
-from tvmc_mobilenet.sweep.run import BuiltModel, SweepConfig, SweepRow, run_sweep
+from tvmc_mobilenet.sweep.results import BuiltModel, SweepConfig, SweepRow
+from tvmc_mobilenet.sweep.run import run_sweep
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def test_published_accuracy_names_its_source():
-    assert published_top1(1.0, 224).top1 == 70.6 and published_top1(1.0, 224).source == PAPER  # Table 6
-    assert published_top1(1.0, 128).top1 == 64.4 and published_top1(1.0, 128).source == PAPER  # Table 7
-    assert published_top1(0.5, 160).top1 == 59.1 and published_top1(0.5, 160).source == TF_SLIM
-    assert published_top1(0.25, 128).top1 == 41.5
-    assert published_top1(0.3, 224) is None and published_top1(1.0, 96) is None
 
 
 def row(alpha, resolution, ms, top1) -> SweepRow:
@@ -68,7 +62,15 @@ def test_host_sweep_writes_results_and_resumes(tmp_path, capsys):
 def test_tuned_sweep_tunes_shared_shapes_once(tmp_path):
     """Two models that differ only in width share no layer; two that differ in resolution share
     the classifier and more: the second model's budget counts records the first left."""
-    result = run_sweep(SweepConfig(alphas=(0.25,), resolutions=(64, 32), trials_per_model=24, out=tmp_path / "s", repeat=1, number=1))
+    result = run_sweep(
+        SweepConfig(
+            timing=TimingOptions(repeat=1, number=1, warmup=3),
+            alphas=(0.25,),
+            resolutions=(64, 32),
+            trials_per_model=24,
+            out=tmp_path / "s",
+        )
+    )
     first, second = result.rows
     assert first.trials_run > 0 and first.kernels_tuned > 0
     assert second.trials_reused > 0  # records of shapes the 64 px model already tuned
@@ -111,19 +113,19 @@ def test_out_must_be_a_directory(tmp_path):
 def test_interrupted_sweep_keeps_its_builds_and_resumes(tmp_path, monkeypatch):
     """Ctrl-C while the second model builds: the first model's build is on record, nothing is
     half-written, and the same sweep again builds only what is missing."""
-    from tvmc_mobilenet.compiler import build
+    from tvmc_mobilenet import build
 
     real_build, calls = build.build_model, []
 
     def interrupted_on_the_second(config, *args, **kwargs):
-        calls.append(config.resolution)
+        calls.append(config.model.resolution)
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real_build(config, *args, **kwargs)
 
     monkeypatch.setattr(build, "build_model", interrupted_on_the_second)
     out = tmp_path / "s"
-    config = SweepConfig(alphas=(0.25,), resolutions=(64, 32), out=out, repeat=1, number=1, rounds=1)
+    config = SweepConfig(timing=TimingOptions(repeat=1, number=1, warmup=3), alphas=(0.25,), resolutions=(64, 32), out=out, rounds=1)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(config)
     assert [r["resolution"] for r in json.loads((out / "built.json").read_text())["rows"]] == [64]

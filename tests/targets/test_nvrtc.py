@@ -5,12 +5,10 @@ compile error in one line."""
 from __future__ import annotations
 
 import pytest
-
-from tests.conftest import requires_nvrtc11
 from tvmc_mobilenet.compiler.cuda_binary import GpuImage, cubin_image
 from tvmc_mobilenet.targets.nvrtc import NvrtcCompileError, cuda11_nvrtc
 
-pytestmark = requires_nvrtc11
+pytestmark = pytest.mark.nvrtc11
 
 KERNEL = """
 #include <cuda/std/cstdint>

@@ -8,7 +8,6 @@ import pytest
 
 from tvmc_mobilenet.errors import TargetError
 from tvmc_mobilenet.targets.host import host_cores, host_target_json
-from tests.conftest import requires_nvcc, requires_nvrtc11
 from tvmc_mobilenet.targets.toolchain import CudaCompiler, cuda_compiler_for, nvcc_architectures
 from tvmc_mobilenet.targets.registry import TARGETS, Device, Measure, local_cuda_arch, require_buildable, resolve_target
 
@@ -116,8 +115,8 @@ def test_cuda_architecture_errors():
 
 
 @pytest.mark.faults("bad_input")
-@requires_nvcc
-@requires_nvrtc11
+@pytest.mark.nvcc
+@pytest.mark.nvrtc11
 def test_architectures_nvcc_dropped_go_to_cuda11_nvrtc():
     # CUDA 13's nvcc starts at sm_75: the Xavier (sm_72) and older GPUs compile with NVRTC 11.8.
     assert cuda_compiler_for("sm_87") is CudaCompiler.NVCC
@@ -145,7 +144,7 @@ def test_missing_cuda_compilers_say_what_to_install(monkeypatch):
 
 
 @pytest.mark.faults("bad_input")
-@requires_nvrtc11
+@pytest.mark.nvrtc11
 def test_without_nvcc_cuda11_nvrtc_builds_what_it_targets(monkeypatch):
     import tvmc_mobilenet.targets.toolchain as toolchain
 

@@ -11,17 +11,18 @@ import pytest
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
-from tvmc_mobilenet.compiler.build import BuildConfig, build_model
+from tvmc_mobilenet.options import ModelOptions
+from tvmc_mobilenet.build import BuildConfig, build_model
 from tvmc_mobilenet.compiler.frontend import import_pytorch
-from tvmc_mobilenet.compiler.tune import REPORT_FILE
+from tvmc_mobilenet.tuning.tune import REPORT_FILE
 from tvmc_mobilenet.compiler.passes import legalize_and_fuse, simplify_for_inference
-from tvmc_mobilenet.compiler.tuning_db import RECORD_FILE, WORKLOAD_FILE, exclusive_lock, open_tuning_database
+from tvmc_mobilenet.tuning.database import RECORD_FILE, WORKLOAD_FILE, exclusive_lock, open_tuning_database
 from tvmc_mobilenet.errors import TuningError
 from tvmc_mobilenet.model.network import build_network
 from tvmc_mobilenet.model.spec import ModelConfig
 from tvmc_mobilenet.targets.registry import resolve_target
 
-from ..conftest import TINY
+from tests.helpers import TINY
 
 
 def _database_with_one_record(directory, record_target: str = "host"):
@@ -49,7 +50,7 @@ def _database_with_one_record(directory, record_target: str = "host"):
 def test_build_applies_the_database_and_records_it(tmp_path):
     db_dir = _database_with_one_record(tmp_path / "db")
     db_dir_files = {p.name: p.read_bytes() for p in db_dir.iterdir()}
-    result = build_model(BuildConfig(**TINY, tuning_db=db_dir, output=tmp_path / "m.tar"))
+    result = build_model(BuildConfig(model=ModelOptions(**TINY), tuning_db=db_dir, output=tmp_path / "m.tar"))
     tuning = result.manifest["tuning"]
     assert tuning["database"] == str(db_dir)
     assert tuning["sha256"] == open_tuning_database(db_dir).sha256()
@@ -115,7 +116,7 @@ def test_create_makes_an_empty_database(tmp_path):
 def test_records_for_another_target_are_refused(tmp_path):
     db_dir = _database_with_one_record(tmp_path / "db", record_target="rasp4b")
     with pytest.raises(TuningError, match=r"holds 1 record tuned for llvm .*cortex-a72.*, not for this build's target llvm"):
-        build_model(BuildConfig(**TINY, tuning_db=db_dir, output=tmp_path / "m.tar"))
+        build_model(BuildConfig(model=ModelOptions(**TINY), tuning_db=db_dir, output=tmp_path / "m.tar"))
     assert not (tmp_path / "m.tar").exists()
 
 
@@ -133,7 +134,7 @@ def test_reading_while_a_tune_writes_takes_the_complete_records_and_changes_noth
             db = open_tuning_database(db_dir)
         assert records.read_bytes() == complete + complete[: len(complete) // 2]
         seen = len(db.database.get_all_tuning_records())
-        result = build_model(BuildConfig(**TINY, tuning_db=db_dir, output=tmp_path / "m.tar"))
+        result = build_model(BuildConfig(model=ModelOptions(**TINY), tuning_db=db_dir, output=tmp_path / "m.tar"))
     fault_ledger.count_records(1, seen)
     assert seen == 1 and result.manifest["tuning"]["kernels_tuned"] == 1
     assert result.manifest["tuning"]["database"] == str(db_dir)
@@ -160,7 +161,7 @@ def test_builds_during_a_running_tune_each_see_a_consistent_database(tmp_path, f
         while tune.poll() is None and len(reads) < 200:
             reads.append(len(open_tuning_database(work).database.get_all_tuning_records()))
             if len(reads) == 1:  # and one whole build, applying what the tune has so far
-                built = build_model(BuildConfig(alpha=0.25, resolution=64, tuning_db=work, output=tmp_path / "m.tar"))
+                built = build_model(BuildConfig(model=ModelOptions(alpha=0.25, resolution=64), tuning_db=work, output=tmp_path / "m.tar"))
                 assert built.verification["status"] == "passed" and built.manifest["tuning"]["kernels_tuned"] >= 1
         _, err = tune.communicate(timeout=300)
     finally:
@@ -176,20 +177,20 @@ def test_builds_during_a_running_tune_each_see_a_consistent_database(tmp_path, f
 def test_default_database_for_another_cpu_is_passed_over_with_a_warning(tmp_path, monkeypatch):
     """The target's default database (a home directory shared with another machine, say) holding
     records for another CPU: the build says so and goes on untuned."""
-    from tvmc_mobilenet.compiler.tuning_db import default_database_dir
+    from tvmc_mobilenet.tuning.database import default_database_dir
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     default = default_database_dir("host")
     default.parent.mkdir(parents=True)
     _database_with_one_record(default, record_target="rasp4b")
     lines = []
-    result = build_model(BuildConfig(**TINY, output=tmp_path / "m.tar"), log=lines.append)
+    result = build_model(BuildConfig(model=ModelOptions(**TINY), output=tmp_path / "m.tar"), log=lines.append)
     assert any(line.startswith("warning: tuning database") and "building untuned" in line for line in lines), lines
     assert result.manifest["tuning"]["database"] is None and result.verification["status"] == "passed"
 
 
 def test_tuning_curve_replays_the_records_as_loaded(tmp_path):
-    from tvmc_mobilenet.compiler.tuning_db import tuning_curve
+    from tvmc_mobilenet.tuning.database import tuning_curve
 
     db = open_tuning_database(_database_with_one_record(tmp_path / "db"))
     (record,) = db.database.get_all_tuning_records()

@@ -12,8 +12,9 @@ import tvm
 from tvm import te
 from tvm.s_tir.meta_schedule.builder import BuilderInput
 
-from tvmc_mobilenet.compiler import measure
-from tvmc_mobilenet.compiler.measure import build_and_export, persistent_builder
+from tvmc_mobilenet.options import ModelOptions
+from tvmc_mobilenet.tuning import measure
+from tvmc_mobilenet.tuning.measure import build_and_export, persistent_builder
 
 TARGET = tvm.target.Target({"kind": "llvm"})
 
@@ -55,7 +56,7 @@ def test_cpu_intrinsics_without_the_other_backends():
         """
         import sys, time
         import tvm
-        from tvmc_mobilenet.compiler.measure import register_cpu_tensor_intrinsics
+        from tvmc_mobilenet.tuning.measure import register_cpu_tensor_intrinsics
         start = time.time()
         register_cpu_tensor_intrinsics()
         import tvm.s_tir.tensor_intrin  # what MetaSchedule's TuneContext does
@@ -81,16 +82,15 @@ def crash_or_hang_when_named(mod, target, cross_compiler=None, cuda_compiler=Non
 
 
 @pytest.mark.faults("fault")
+@pytest.mark.timeout(180)  # the hung build must time out after 10 s, not hold the builder
 def test_a_crashed_or_hung_worker_fails_its_trial_and_the_next_build_works(monkeypatch):
     monkeypatch.setattr(measure, "build_and_export", crash_or_hang_when_named)
     builder = persistent_builder(max_workers=1, timeout_sec=10)
     try:
-        start = time.time()
         crashed, hung, fine = builder.build([BuilderInput(_kernel(n), TARGET) for n in ("crash_me", "hang_me", "a")])
         again = builder.build([BuilderInput(_kernel(), TARGET)])
     finally:
         builder.shutdown()
-    assert time.time() - start < 120
     assert crashed.artifact_path is None and crashed.error_msg.startswith("build failed")
     assert hung.artifact_path is None and "timed out after 10 s" in hung.error_msg
     assert fine.error_msg is None and again[0].error_msg is None and os.path.exists(again[0].artifact_path)
@@ -109,13 +109,13 @@ def crash_or_hang_sometimes(mod, target, cross_compiler=None, cuda_compiler=None
 @pytest.mark.faults("fault")
 @pytest.mark.timeout(900)
 def test_tune_goes_on_through_crashing_and_hanging_build_workers(monkeypatch, tmp_path, fault_ledger):
-    from tvmc_mobilenet.compiler.tune import TuneConfig, tune_model
-    from tvmc_mobilenet.compiler.tuning_db import FAILED_RUN_SECONDS, RECORD_FILE, open_tuning_database
+    from tvmc_mobilenet.tuning.tune import TuneConfig, tune_model
+    from tvmc_mobilenet.tuning.database import FAILED_RUN_SECONDS, RECORD_FILE, open_tuning_database
 
     monkeypatch.setattr(measure, "build_and_export", crash_or_hang_sometimes)
     work = tmp_path / "db"
     # A replaced worker imports TVM within its first build's timeout: 10 s leaves room on a busy machine.
-    result = tune_model(TuneConfig(alpha=0.25, resolution=32, tasks="pointwise", trials=16, timeout=10, work_dir=work))
+    result = tune_model(TuneConfig(model=ModelOptions(alpha=0.25, resolution=32), tasks="pointwise", trials=16, timeout=10, work_dir=work))
     assert result.trials_run == 16 and not result.interrupted
     written = (work / RECORD_FILE).read_bytes().count(b"\n")
     kept = open_tuning_database(work).database.get_all_tuning_records()

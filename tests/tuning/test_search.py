@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from tvmc_mobilenet.compiler.search import GracefulStop, plan_budget
+from tvmc_mobilenet.tuning.search import GracefulStop, plan_budget
 
 
 @pytest.mark.parametrize(

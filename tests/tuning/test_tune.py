@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from tvmc_mobilenet.options import ModelOptions, TargetOptions
 from tvmc_mobilenet.cli import main
-from tvmc_mobilenet.compiler.build import BuildConfig, build_model
-from tvmc_mobilenet.compiler.tune import REPORT_FILE, TuneConfig, tune_model
-from tvmc_mobilenet.compiler.tuning_db import RECORD_FILE, default_database_dir, exclusive_lock, open_tuning_database
+from tvmc_mobilenet.build import BuildConfig, build_model
+from tvmc_mobilenet.tuning.tune import REPORT_FILE, TuneConfig, tune_model
+from tvmc_mobilenet.tuning.database import RECORD_FILE, default_database_dir, exclusive_lock, open_tuning_database
 from tvmc_mobilenet.errors import BadInputError, TargetError, TuningError
 
 SMALL = ["--alpha", "0.25", "--resolution", "64"]
@@ -63,18 +64,18 @@ def test_tune_measures_every_task_and_reports(tuned):
 
 
 def test_build_applies_the_default_database(tuned, tmp_path):
-    result = build_model(BuildConfig(alpha=0.25, resolution=64, output=tmp_path / "m.tar"))
+    result = build_model(BuildConfig(model=ModelOptions(alpha=0.25, resolution=64), output=tmp_path / "m.tar"))
     tuning = result.manifest["tuning"]
     assert tuning["database"] == str(tuned)
     report = json.loads((tuned / REPORT_FILE).read_text())
     assert tuning["kernels_tuned"] == len(report["tasks"])  # every tuned task found its records
     assert result.verification["status"] == "passed"  # tuned kernels still agree with PyTorch
-    untuned = build_model(BuildConfig(alpha=0.25, resolution=64, no_tuning_db=True, output=tmp_path / "u.tar"))
+    untuned = build_model(BuildConfig(model=ModelOptions(alpha=0.25, resolution=64), no_tuning_db=True, output=tmp_path / "u.tar"))
     assert untuned.manifest["tuning"]["database"] is None
 
 
 def test_rerun_continues_instead_of_starting_over(tuned):
-    again = tune_model(TuneConfig(alpha=0.25, resolution=64, trials=64))
+    again = tune_model(TuneConfig(model=ModelOptions(alpha=0.25, resolution=64), trials=64))
     assert again.trials_before == 64 and again.trials_run == 0
     assert records(tuned) == 64
 
@@ -84,7 +85,7 @@ def test_second_tune_on_the_same_database_is_refused(tmp_path):
     open_tuning_database(tmp_path, create=True)
     with exclusive_lock(tmp_path):
         with pytest.raises(TuningError, match=r"is in use by a running tune \(pid \d+\)"):
-            tune_model(TuneConfig(alpha=0.25, resolution=64, trials=8, work_dir=tmp_path))
+            tune_model(TuneConfig(model=ModelOptions(alpha=0.25, resolution=64), trials=8, work_dir=tmp_path))
 
 
 def _start_tune(work_dir: Path, trials: int) -> subprocess.Popen:
@@ -137,7 +138,9 @@ def test_killed_tune_is_resumed_to_the_requested_total(tmp_path, fault_ledger):
         f.write('[0, [[["GetSBlock", [], ["conv2d')
     kept = records(tmp_path) - 1
     with pytest.warns(UserWarning, match=r"truncated record"):
-        result = tune_model(TuneConfig(alpha=0.25, resolution=64, tasks="pointwise", trials=24, work_dir=tmp_path, resume=True))
+        result = tune_model(
+            TuneConfig(model=ModelOptions(alpha=0.25, resolution=64), tasks="pointwise", trials=24, work_dir=tmp_path, resume=True)
+        )
     fault_ledger.count_records(kept, result.trials_before)
     assert result.trials_before == kept >= 2
     assert result.trials_before + result.trials_run == 24 == records(tmp_path)
@@ -149,8 +152,8 @@ def test_killed_tune_is_resumed_to_the_requested_total(tmp_path, fault_ledger):
         (dict(trials=0), BadInputError, r"--trials must be a positive integer, got 0"),
         (dict(timeout=0), BadInputError, r"--timeout must be between 1 and 3600 seconds"),
         (dict(tasks="winograd"), BadInputError, r"unknown task kind 'winograd'"),
-        (dict(target="rasp4b"), TargetError, r"measured on the device itself: give --rpc-tracker"),
-        (dict(target="jetson-orin-nano"), TargetError, r"measured on the device itself: .*--rpc-key jetson-orin-nano"),
+        (dict(target=TargetOptions("rasp4b")), TargetError, r"measured on the device itself: give --rpc-tracker"),
+        (dict(target=TargetOptions("jetson-orin-nano")), TargetError, r"measured on the device itself: .*--rpc-key jetson-orin-nano"),
         (dict(resume=True), TuningError, r"--resume: there is no earlier tune in .* to continue"),
     ],
 )
@@ -158,7 +161,7 @@ def test_killed_tune_is_resumed_to_the_requested_total(tmp_path, fault_ledger):
 def test_bad_tune_options(kwargs, error, message, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", os.environ["PATH"] + os.pathsep + str(tmp_path))
     with pytest.raises(error, match=message):
-        tune_model(TuneConfig(alpha=0.25, resolution=64, work_dir=tmp_path / "db", **kwargs))
+        tune_model(TuneConfig(model=ModelOptions(alpha=0.25, resolution=64), work_dir=tmp_path / "db", **kwargs))
 
 
 def test_metaschedule_logging_tolerates_handlers_attached_by_others(tmp_path):
@@ -168,7 +171,7 @@ def test_metaschedule_logging_tolerates_handlers_attached_by_others(tmp_path):
 
     from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
 
-    from tvmc_mobilenet.compiler.tune import _foreign_log_handlers_set_aside
+    from tvmc_mobilenet.tuning.tune import _foreign_log_handlers_set_aside
 
     ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
     foreign = logging.NullHandler()  # no name
@@ -187,9 +190,9 @@ def test_metaschedule_logging_tolerates_handlers_attached_by_others(tmp_path):
 def test_tuning_starts_from_our_default_schedules(tmp_path):
     """Each kernel gets its default schedule measured as its first record, so a tuned build never
     applies a schedule slower than the untuned build's (small budgets included)."""
-    from tvmc_mobilenet.compiler.tuning_db import open_tuning_database, workload_key
+    from tvmc_mobilenet.tuning.database import open_tuning_database, workload_key
 
-    result = tune_model(TuneConfig(alpha=0.25, resolution=32, trials=30, work_dir=tmp_path / "db", search_seed=3))
+    result = tune_model(TuneConfig(model=ModelOptions(alpha=0.25, resolution=32), trials=30, work_dir=tmp_path / "db", search_seed=3))
     assert result.trials_run == 30
     assert all(outcome.trials >= 1 for outcome in result.outcomes)
     records = open_tuning_database(tmp_path / "db").database.get_all_tuning_records()

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tvmc_mobilenet.errors import TvmcMobilenetError
+from tvmc_mobilenet.errors import CudaCompileError
 from tvmc_mobilenet.targets.toolchain import CudaCompiler, cuda_compiler_for, nvcc_release, parse_arch
 
 if TYPE_CHECKING:
@@ -53,8 +53,9 @@ _EM_CUDA = 190
 @contextlib.contextmanager
 def keep_cuda_source(target: tvm.target.Target):
     """Make TVM keep the CUDA source in the module even where its CUDA runtime is linked (a GPU
-    machine), instead of compiling it with NVRTC: the export compiles it with nvcc, the same way
-    on every machine. No effect for other targets."""
+    machine), instead of JIT-compiling it with the NVRTC of that CUDA: the export compiles it with
+    the compiler the build chose (nvcc, or CUDA 11.8's NVRTC), the same way on every machine. No
+    effect for other targets."""
     if target.kind.name != "cuda":
         yield
         return
@@ -67,12 +68,6 @@ def keep_cuda_source(target: tvm.target.Target):
             os.environ.pop(FORCE_FALLBACK, None)
         else:
             os.environ[FORCE_FALLBACK] = saved
-
-
-class CudaCompileError(TvmcMobilenetError):
-    """nvcc rejected the kernels, or the built module is not in the layout this module expects."""
-
-    exit_code = 3
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tvmc_mobilenet.errors import BadInputError
+from tvmc_mobilenet.errors import BadInputError, message_line
 
 if TYPE_CHECKING:
     import torch
@@ -70,7 +70,7 @@ def import_onnx(path: Path, batch: int | None = None) -> ImportedModel:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise BadInputError(f"model file {str(path)!r} is not a valid ONNX model ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise BadInputError(f"model file {str(path)!r} is not a valid ONNX model ({type(exc).__name__}: {message_line(exc, 0)})") from None
     initializers = {init.name for init in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
@@ -87,7 +87,7 @@ def import_onnx(path: Path, batch: int | None = None) -> ImportedModel:
     try:
         mod = from_onnx(model, shape_dict={graph_input.name: list(shape)}, keep_params_in_input=False)
     except Exception as exc:
-        raise BadInputError(f"TVM cannot import {str(path)!r}: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise BadInputError(f"TVM cannot import {str(path)!r}: {type(exc).__name__}: {message_line(exc, 0)}") from None
     model_bytes = path.read_bytes()
 
     def reference(data: np.ndarray) -> np.ndarray:
@@ -124,8 +124,3 @@ def _static_input_shape(path: Path, graph_input, batch: int | None) -> tuple[int
     if batch is not None and shape[0] != batch:
         raise BadInputError(f"model input {graph_input.name!r} has a fixed batch of {shape[0]}, but --batch {batch} was given")
     return tuple(shape)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

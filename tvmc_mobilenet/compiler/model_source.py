@@ -1,65 +1,20 @@
-"""Which network a command works on: the built-in MobileNet (α, ρ, variant) or a user's ONNX file.
-
-:class:`ModelOptions` is the part of every command's config that names the model; ``build`` and
-``tune`` extend it. :func:`import_model` turns it into a Relax module with BatchNorm folded.
+"""The network a command works on, imported: the built-in MobileNet (α, ρ, variant) or a user's
+ONNX file, as :class:`~tvmc_mobilenet.options.ModelOptions` names it, turned into a Relax module
+with BatchNorm folded (:func:`import_model`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
-from tvmc_mobilenet.errors import BadInputError
-from tvmc_mobilenet.model.spec import ModelConfig
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    alpha: float = 1.0
-    resolution: int = 224
-    variant: str = "mobilenet"
-    batch: int = 1
-    num_classes: int = 1000
-    #: A user's ONNX file; replaces the built-in network (alpha/resolution/variant then unused).
-    model_file: Path | None = None
-    #: A PyTorch state_dict for the built-in network; default: random weights from ``seed``.
-    weights: Path | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.model_file is not None and self.weights is not None:
-            raise BadInputError("--weights applies to the built-in MobileNet; it cannot be combined with --model")
-        if self.model_file is None:
-            self.model_config()  # validates alpha, resolution, variant, batch, classes
-        elif (self.alpha, self.resolution, self.variant, self.num_classes) != (1.0, 224, "mobilenet", 1000):
-            raise BadInputError(
-                "--alpha, --resolution, --variant and --classes shape the built-in network; "
-                "an ONNX model's shape comes from its file, so drop them when using --model"
-            )
-
-    def model_config(self) -> ModelConfig:
-        return ModelConfig(
-            alpha=self.alpha,
-            resolution=self.resolution,
-            variant=self.variant,
-            num_classes=self.num_classes,
-            batch=self.batch,
-        )
-
-    @property
-    def model_name(self) -> str:
-        if self.model_file is not None:
-            return Path(self.model_file).stem
-        return self.model_config().name
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+from tvmc_mobilenet.options import ModelOptions
 
 
 @dataclass
-class LoadedModel:
+class PreparedModel:
     """A model imported into Relax, simplified for inference, with its description."""
 
     imported: Any  # frontend.ImportedModel
@@ -68,7 +23,7 @@ class LoadedModel:
     description: dict[str, Any]
 
 
-def import_model(options: ModelOptions, log: Callable[[str], None] = lambda _msg: None) -> LoadedModel:
+def import_model(options: ModelOptions, log: Callable[[str], None] = lambda _msg: None) -> PreparedModel:
     """Build or read the network, import it into Relax and fold BatchNorm."""
     from tvmc_mobilenet.compiler.frontend import import_onnx, import_pytorch
     from tvmc_mobilenet.compiler.passes import simplify_for_inference
@@ -94,4 +49,4 @@ def import_model(options: ModelOptions, log: Callable[[str], None] = lambda _msg
         log("exporting with torch.export and importing into TVM Relax")
         imported = import_pytorch(net, config.input_shape)
         description = {"source": "builtin", "name": config.name, **config.to_json(), "weights": weights}
-    return LoadedModel(imported, simplify_for_inference(imported.mod), description)
+    return PreparedModel(imported, simplify_for_inference(imported.mod), description)

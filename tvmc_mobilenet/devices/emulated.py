@@ -19,6 +19,7 @@ What the sysroot holds (~200 MB, built once under the user's cache directory):
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tvmc_mobilenet.errors import RpcError, TargetError
+from tvmc_mobilenet.files import cache_dir
 
 DEB_PACKAGES = (
     "python3.11",
@@ -55,9 +57,10 @@ DEB_PACKAGES = (
     "libreadline8",
 )
 #: What TVM's RPC server imports on the device (installed without dependency resolution).
+#: The device gets the same TVM and tvm-ffi as the compiler here (pinned in pyproject.toml): a
+#: runtime of another version may not load what this one builds.
 WHEELS = (
-    "apache-tvm==0.27.0.post1",
-    "apache-tvm-ffi==0.1.14.post1",
+    *(f"{dist}=={importlib.metadata.version(dist)}" for dist in ("apache-tvm", "apache-tvm-ffi")),
     "numpy",
     "ml_dtypes",
     "typing_extensions",
@@ -93,8 +96,7 @@ class Sysroot:
 
 
 def default_sysroot_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tvmc-mobilenet" / "emulated-aarch64"
+    return cache_dir("emulated-aarch64")
 
 
 def missing_tools() -> list[str]:
@@ -208,20 +210,51 @@ def start_tracker(host: str = "127.0.0.1", port: int = 9190, log_path: Path | No
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def peek_returncode(process: subprocess.Popen) -> int | None:
+    """``process``'s exit status if it has ended (negative: the signal that ended it), else None,
+    *without reaping it*: while it stays unreaped its PID, and so its process group's ID, cannot be
+    given to another process, so what is left of its group can still be stopped safely."""
+    if process.returncode is not None:
+        return process.returncode
+    if not hasattr(os, "waitid"):  # not Linux: poll() reaps, which is the best there is
+        return process.poll()
+    try:
+        info = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:  # reaped behind Popen's back
+        return process.poll()
+    if info is None:
+        return None
+    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+
 def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
-    """Stop a process started here, and everything it started, by its PID (process group)."""
-    if process.poll() is not None:
+    """Stop a process started here, and everything it started, by its PID (process group).
+
+    SIGTERM first, SIGKILL after ``timeout``. Once the leader has exited, and before it is reaped,
+    whatever is left of its group (a worker that outlived it) gets SIGKILL, so nothing stays behind.
+    A process already reaped is left alone: its PID may belong to another process by now.
+    """
+    if process.returncode is not None:
         return
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        if peek_returncode(process) is not None:
+            break
+        _signal_group(process.pid, sig)
+        deadline = time.monotonic() + wait
+        while peek_returncode(process) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if peek_returncode(process) is None:
+        return  # not even SIGKILL ended it in time (stuck in the kernel): nothing more to do by PID
+    if process.returncode is None:
+        _signal_group(process.pid, signal.SIGKILL)  # the leader is a zombie: its group ID is still ours
+        process.wait()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def wait_for_servers(tracker: tuple[str, int], key: str, count: int, timeout: float, processes=()) -> None:
@@ -232,8 +265,9 @@ def wait_for_servers(tracker: tuple[str, int], key: str, count: int, timeout: fl
     last = "tracker not reachable"
     while time.time() < deadline:
         for process in processes:
-            if process.poll() is not None:
-                raise RpcError(f"the device process {process.pid} exited with code {process.returncode} before registering")
+            code = peek_returncode(process)  # not reaped: stop() can still clear its process group
+            if code is not None:
+                raise RpcError(f"the device process {process.pid} exited with code {code} before registering")
         try:
             found = servers_for_key(tracker_summary(*tracker, timeout=5), key)
             if found >= count:

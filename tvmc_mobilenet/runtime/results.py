@@ -2,39 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tvmc_mobilenet.errors import BadInputError
+from tvmc_mobilenet.files import atomic_write
 from tvmc_mobilenet.runtime.artifact import Artifact, npy_bytes
 from tvmc_mobilenet.runtime.executor import Comparison, TimingStats
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, payload: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
-
-
 def save_array(path: Path, array: np.ndarray) -> None:
-    atomic_write_bytes(path, npy_bytes(array))
+    atomic_write(path, npy_bytes(array))
 
 
 def load_input(path: Path) -> np.ndarray:

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tvmc_mobilenet.errors import BadInputError, RpcError
+from tvmc_mobilenet.errors import BadInputError, RpcError, message_line
+from tvmc_mobilenet.options import RpcOptions
 
 DEFAULT_TRACKER_PORT = 9190
 T = TypeVar("T")
@@ -36,16 +37,11 @@ class RpcTarget:
     call_timeout: float = 600.0
 
     @classmethod
-    def from_options(
-        cls,
-        tracker: str | None,
-        key: str | None,
-        host: str | None,
-        port: int | None,
-        connect_timeout: float = 30.0,
-        call_timeout: float = 600.0,
-    ) -> RpcTarget | None:
-        """Validate the command-line options; None when none was given (run locally)."""
+    def from_options(cls, options: RpcOptions, *, call_timeout: float | None = None, connect_timeout: float = 30.0) -> RpcTarget | None:
+        """Check the command's RPC options; None when none was given (run here). ``call_timeout``
+        defaults to the options' own ``timeout``."""
+        tracker, key, host, port = options.tracker, options.key, options.host, options.port
+        call_timeout = options.timeout if call_timeout is None else call_timeout
         if tracker is None and host is None and port is None and key is None:
             return None
         if tracker is not None and (host is not None or port is not None):
@@ -110,7 +106,7 @@ def bounded(fn: Callable[[], T], timeout: float, what: str) -> T:
         error = outcome["error"]
         if isinstance(error, RpcError):
             raise error
-        raise RpcError(f"{what} failed: {_first_line(error)}") from None
+        raise RpcError(f"{what} failed: {message_line(error)}") from None
     return outcome["value"]
 
 
@@ -171,9 +167,3 @@ def open_session(rpc: RpcTarget):
         rpc.connect_timeout,
         f"waiting for a free device under key {rpc.key!r} (all busy?)",
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1][:300] if lines else type(exc).__name__

@@ -15,6 +15,14 @@ from tvm import s_tir, tirx
 NHWC_CONV_BLOCKS = frozenset({"conv2d_nhwc", "group_conv2d_nhwc", "depth_conv2d_nhwc"})
 
 
+def largest_divisor_at_most(extent: int, limit: int) -> int:
+    """The largest divisor of ``extent`` that is ≤ ``limit`` (1 at least)."""
+    for candidate in range(min(extent, max(1, limit)), 0, -1):
+        if extent % candidate == 0:
+            return candidate
+    return 1
+
+
 @dataclass(frozen=True)
 class ConvNhwc:
     """Extents of an NHWC convolution block: out ``n×h×w×f``, window ``kh×kw``, ``c`` input

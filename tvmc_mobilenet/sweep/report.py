@@ -7,12 +7,9 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from tvmc_mobilenet.runtime.results import atomic_write_bytes
-
-if TYPE_CHECKING:
-    from tvmc_mobilenet.sweep.run import SweepResult
+from tvmc_mobilenet.files import atomic_write
+from tvmc_mobilenet.sweep.results import RESULTS_CSV, RESULTS_JSON, SweepResult
 
 CSV_COLUMNS = (
     "alpha",
@@ -37,14 +34,12 @@ REPORT = "report.md"
 
 
 def write_results(out: Path, result: SweepResult, plots: bool) -> None:
-    from tvmc_mobilenet.sweep.run import RESULTS_CSV, RESULTS_JSON
-
-    atomic_write_bytes(out / RESULTS_JSON, (json.dumps(result.to_json(), indent=2) + "\n").encode())
-    atomic_write_bytes(out / RESULTS_CSV, csv_text(result).encode())
+    atomic_write(out / RESULTS_JSON, (json.dumps(result.to_json(), indent=2) + "\n").encode())
+    atomic_write(out / RESULTS_CSV, csv_text(result).encode())
     if plots and result.rows:
         for kind, file in PLOTS.items():
-            atomic_write_bytes(out / file, plot_png(result, kind))
-        atomic_write_bytes(out / REPORT, markdown_report(result).encode())
+            atomic_write(out / file, plot_png(result, kind))
+        atomic_write(out / REPORT, markdown_report(result).encode())
 
 
 def csv_text(result: SweepResult) -> str:
@@ -74,7 +69,7 @@ def plot_png(result: SweepResult, kind: str) -> bytes:
     import matplotlib.pyplot as plt
 
     rows = result.rows
-    target = result.config.target
+    target = result.config.target.name
     fig, ax = plt.subplots(figsize=(7.5, 5))
     alphas = sorted({r.alpha for r in rows}, reverse=True)
     if kind in ("latency_vs_mult_adds", "latency_vs_params"):
@@ -153,9 +148,9 @@ def markdown_report(result: SweepResult) -> str:
     config = result.config
     how = f"tuned, {config.trials_per_model} trials per model" if config.trials_per_model else "untuned (our default schedules)"
     lines = [
-        f"# MobileNet v1 α × resolution sweep on `{config.target}`",
+        f"# MobileNet v1 α × resolution sweep on `{config.target.name}`",
         "",
-        f"{len(result.rows)} models, {how}; latency: median of {config.repeat} samples of {config.number} runs each, batch 1, "
+        f"{len(result.rows)} models, {how}; latency: median of {config.timing.repeat} samples of {config.timing.number} runs each, batch 1, "
         f"in the fastest of {config.rounds} rounds over the grid (rounds interleave the models, so a burst of other load "
         "on the machine does not land on one model alone).",
         "",

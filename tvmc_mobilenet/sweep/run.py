@@ -23,157 +23,27 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from tvmc_mobilenet.errors import BadInputError
+from tvmc_mobilenet.files import atomic_write
 from tvmc_mobilenet.model.accuracy import published_top1
-from tvmc_mobilenet.model.spec import ModelConfig, validate_alpha, validate_resolution
-from tvmc_mobilenet.targets.toolchain import parse_cuda_compiler
-
-RESULTS_JSON = "sweep.json"
-BUILT_JSON = "built.json"
-RESULTS_CSV = "sweep.csv"
-TUNING_DIR = "tuning"
-ARTIFACTS_DIR = "artifacts"
-
-DEFAULT_ALPHAS = (1.0, 0.75, 0.5, 0.25)
-DEFAULT_RESOLUTIONS = (224, 192, 160, 128)
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    target: str = "host"
-    cuda_arch: str | None = None
-    alphas: tuple[float, ...] = DEFAULT_ALPHAS
-    resolutions: tuple[int, ...] = DEFAULT_RESOLUTIONS
-    #: Tuning trials per model (0: untuned builds with our default schedules).
-    trials_per_model: int = 0
-    out: Path = Path("sweep")
-    rpc_tracker: str | None = None
-    rpc_key: str | None = None
-    rpc_host: str | None = None
-    rpc_port: int | None = None
-    rpc_timeout: float = 600.0
-    #: Timing: ``repeat`` samples of ``number`` runs each, after ``warmup`` runs, in each of
-    #: ``rounds`` rounds over the grid.
-    repeat: int = 10
-    number: int = 5
-    warmup: int = 3
-    rounds: int = 3
-    seed: int = 0
-    #: What compiles a CUDA target's kernels (``nvcc``/``nvrtc``), as ``build --cuda-compiler``.
-    cuda_compiler: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.alphas or not self.resolutions:
-            raise BadInputError("a sweep needs at least one α and one resolution")
-        for alpha in self.alphas:
-            validate_alpha(alpha)
-        for resolution in self.resolutions:
-            validate_resolution(resolution)
-        if not isinstance(self.trials_per_model, int) or self.trials_per_model < 0:
-            raise BadInputError(f"--trials-per-model must be 0 (untuned) or a positive integer, got {self.trials_per_model!r}")
-        if self.repeat < 1 or self.number < 1 or self.warmup < 0:
-            raise BadInputError(f"timing needs repeat ≥ 1, number ≥ 1, warmup ≥ 0 (got {self.repeat}, {self.number}, {self.warmup})")
-        if not isinstance(self.rounds, int) or self.rounds < 1:
-            raise BadInputError(f"--rounds must be a positive integer, got {self.rounds!r}")
-        parse_cuda_compiler(self.cuda_compiler)
-
-    @property
-    def grid(self) -> list[tuple[float, int]]:
-        """The models in sweep order: widest first, then by resolution, largest first."""
-        return [(float(a), int(r)) for a in sorted(set(self.alphas), reverse=True) for r in sorted(set(self.resolutions), reverse=True)]
-
-    def identity(self) -> dict[str, Any]:
-        """What must match for an earlier sweep's builds to be reused on resume."""
-        identity = {"target": self.target, "cuda_arch": self.cuda_arch, "trials_per_model": self.trials_per_model, "seed": self.seed}
-        return identity | ({"cuda_compiler": self.cuda_compiler} if self.cuda_compiler else {})
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
-
-
-@dataclass
-class BuiltModel:
-    """One model of the grid, built (and tuned) for the target: the sweep's resume state."""
-
-    alpha: float
-    resolution: int
-    name: str
-    mult_adds: int
-    params: int
-    top1: float | None
-    top1_source: str | None
-    trials_run: int
-    trials_reused: int
-    tuning_seconds: float
-    build_seconds: float
-    kernels_tuned: int
-    kernels_total: int
-    artifact: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, payload: dict[str, Any]) -> BuiltModel:
-        return cls(**{f.name: payload[f.name] for f in fields(cls)})
-
-
-@dataclass
-class SweepRow(BuiltModel):
-    """One model of the grid, measured on the target (its fastest round)."""
-
-    latency_median_ms: float
-    latency_p90_ms: float
-    throughput_per_s: float
-    gflops: float
-    verification: str
-    #: The median of every round, in round order: how much the machine's load moved the figures.
-    latency_rounds_ms: list[float] = field(default_factory=list)
-
-
-@dataclass
-class SweepProgress:
-    index: int
-    total: int
-    name: str
-    stage: str
-
-
-@dataclass
-class SweepResult:
-    config: SweepConfig
-    rows: list[SweepRow]
-    resumed: int
-    seconds: float
-    transfer: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "sweep": "tvmc-mobilenet sweep",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "config": self.config.to_json(),
-            "identity": self.config.identity(),
-            "rows": [row.to_json() for row in self.rows],
-            "resumed_models": self.resumed,
-            "seconds": round(self.seconds, 1),
-            "transfer": self.transfer,
-        }
-
-
-def load_result(path: Path) -> SweepResult:
-    """A ``sweep.json`` read back (e.g. to redraw its plots with ``write_results``)."""
-    payload = json.loads(Path(path).read_text())
-    settings = dict(payload["config"])
-    settings.update(alphas=tuple(settings["alphas"]), resolutions=tuple(settings["resolutions"]), out=Path(settings["out"]))
-    rows = [SweepRow(**row) for row in payload["rows"]]
-    settings.setdefault("rounds", 1)  # written before rounds existed
-    config = SweepConfig(**settings)
-    return SweepResult(config, rows, payload.get("resumed_models", 0), payload.get("seconds", 0.0), payload.get("transfer", {}))
+from tvmc_mobilenet.model.spec import ModelConfig
+from tvmc_mobilenet.options import ModelOptions, RpcOptions
+from tvmc_mobilenet.sweep.report import write_results
+from tvmc_mobilenet.sweep.results import (
+    ARTIFACTS_DIR,
+    BUILT_JSON,
+    RESULTS_JSON,
+    TUNING_DIR,
+    BuiltModel,
+    SweepConfig,
+    SweepProgress,
+    SweepResult,
+    SweepRow,
+)
 
 
 def run_sweep(
@@ -183,16 +53,15 @@ def run_sweep(
 ) -> SweepResult:
     """Build (tune) every model of the grid, then measure them all in interleaved rounds."""
     from tvmc_mobilenet.runtime.rpc import RpcTarget
-    from tvmc_mobilenet.sweep.report import write_results
-    from tvmc_mobilenet.targets.registry import require_buildable, resolve_target
+    from tvmc_mobilenet.targets.registry import require_buildable
 
     started = time.time()
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise BadInputError(f"--out {str(out)!r} is a file; give a directory for the sweep's results")
-    target = resolve_target(config.target, config.cuda_arch)
-    require_buildable(target, parse_cuda_compiler(config.cuda_compiler))
-    rpc = RpcTarget.from_options(config.rpc_tracker, config.rpc_key, config.rpc_host, config.rpc_port, call_timeout=config.rpc_timeout)
+    target = config.target.resolve()
+    require_buildable(target, config.target.requested_compiler)
+    rpc = RpcTarget.from_options(config.rpc)
     if rpc is None and not target.runs_here:
         raise BadInputError(
             f"{target.name} models do not run on this machine: give --rpc-tracker HOST[:PORT] --rpc-key KEY "
@@ -216,18 +85,6 @@ def run_sweep(
     result = SweepResult(config, rows, len(earlier), time.time() - started, transfer.to_json())
     write_results(out, result, plots=True)
     return result
-
-
-def parse_list(text: str, kind: type, option: str) -> tuple:
-    """``"1,0.75"`` → ``(1.0, 0.75)``; a one-line error naming the option for anything else."""
-    values = []
-    for item in text.split(","):
-        try:
-            values.append(kind(item.strip()))
-        except ValueError:
-            expected = "a number" if kind is float else "an integer"
-            raise BadInputError(f"{option}: {item.strip()!r} is not {expected} (expected a comma-separated list)") from None
-    return tuple(values)
 
 
 def _model_name(alpha: float, resolution: int) -> str:
@@ -255,10 +112,8 @@ def _earlier_builds(out: Path, config: SweepConfig, log) -> dict[tuple[float, in
 
 
 def _write_built(out: Path, config: SweepConfig, built: list[BuiltModel]) -> None:
-    from tvmc_mobilenet.runtime.results import atomic_write_bytes
-
     payload = {"identity": config.identity(), "rows": [b.to_json() for b in built]}
-    atomic_write_bytes(out / BUILT_JSON, (json.dumps(payload, indent=2) + "\n").encode())
+    atomic_write(out / BUILT_JSON, (json.dumps(payload, indent=2) + "\n").encode())
 
 
 class _Transfer:
@@ -272,7 +127,7 @@ class _Transfer:
         self.tuning_seconds = 0.0
 
     def add(self, tune_result) -> None:
-        from tvmc_mobilenet.compiler.tuning_db import workload_key
+        from tvmc_mobilenet.tuning.database import workload_key
 
         keys = {workload_key(o.task.mod) for o in tune_result.outcomes}
         self.tasks_per_model += len(keys)
@@ -298,28 +153,26 @@ class _Transfer:
 
 
 def _build_one(config, alpha, resolution, out: Path, transfer: _Transfer, progress, log) -> BuiltModel:
-    from tvmc_mobilenet.compiler.build import BuildConfig, build_model
+    from tvmc_mobilenet.build import BuildConfig, build_model
     from tvmc_mobilenet.model.cost import model_cost
+
+    model = ModelOptions(alpha=alpha, resolution=resolution, seed=config.seed)
 
     name = _model_name(alpha, resolution)
     tuning_dir = out / TUNING_DIR
     trials_run = trials_reused = 0
     tuning_seconds = 0.0
     if config.trials_per_model:
-        from tvmc_mobilenet.compiler.tune import TuneConfig, tune_model
+        from tvmc_mobilenet.tuning.tune import TuneConfig, tune_model
 
         progress("tuning")
         tuned = tune_model(
             TuneConfig(
-                alpha=alpha,
-                resolution=resolution,
+                model=model,
                 target=config.target,
-                cuda_arch=config.cuda_arch,
-                cuda_compiler=config.cuda_compiler,
+                rpc=RpcOptions(tracker=config.rpc.tracker, key=config.rpc.key),
                 trials=config.trials_per_model,
                 work_dir=tuning_dir,
-                rpc_tracker=config.rpc_tracker,
-                rpc_key=config.rpc_key,
                 search_seed=config.seed + 1,
             ),
             log=lambda m: log(f"{name}: {m}"),
@@ -330,12 +183,8 @@ def _build_one(config, alpha, resolution, out: Path, transfer: _Transfer, progre
     build_started = time.time()
     result = build_model(
         BuildConfig(
-            alpha=alpha,
-            resolution=resolution,
+            model=model,
             target=config.target,
-            cuda_arch=config.cuda_arch,
-            cuda_compiler=config.cuda_compiler,
-            seed=config.seed,
             tuning_db=tuning_dir if config.trials_per_model else None,
             no_tuning_db=not config.trials_per_model,
             output=out / ARTIFACTS_DIR / f"{name}.tar",
@@ -369,24 +218,27 @@ def _measure_in_rounds(config: SweepConfig, target, rpc, built: list[BuiltModel]
     rounds; over RPC each is loaded for its turn only (a board's RPC server serves one session).
     """
     from tvmc_mobilenet.runtime.artifact import open_artifact
-    from tvmc_mobilenet.runtime.executor import load_local, load_remote, verify_on_reference
+    from tvmc_mobilenet.runtime.commands import load
+    from tvmc_mobilenet.runtime.executor import verify_on_reference
 
     artifacts = [open_artifact(Path(b.artifact)) for b in built]
     loaded: dict[str, Any] = {}
     rounds: dict[str, list] = {b.name: [] for b in built}
-    timing = dict(number=config.number, repeat=config.repeat, warmup=config.warmup)
+    timing = config.timing
     for number in range(config.rounds):
         for index, (model, artifact) in enumerate(zip(built, artifacts, strict=True)):
             on_progress(SweepProgress(index, len(built), model.name, f"measuring, round {number + 1} of {config.rounds}"))
             loaded_model = loaded.get(model.name)
             if loaded_model is None:
-                loaded_model = load_remote(artifact, rpc) if rpc is not None else load_local(artifact)
+                loaded_model = load(artifact, rpc)
                 if rpc is None:
                     loaded[model.name] = loaded_model
             try:
                 if number == 0:
                     verify_on_reference(loaded_model, artifact)  # raises on a mismatch
-                rounds[model.name].append(loaded_model.time(artifact.reference_input(), **timing))
+                rounds[model.name].append(
+                    loaded_model.time(artifact.reference_input(), number=timing.number, repeat=timing.repeat, warmup=timing.warmup)
+                )
             finally:
                 if rpc is not None:
                     loaded_model.close()  # the session ends before the next model's begins

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import platform
 from typing import Any
 
 
@@ -34,7 +33,3 @@ def host_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-def host_description() -> str:
-    return f"{platform.machine()} {platform.processor() or ''}".strip()

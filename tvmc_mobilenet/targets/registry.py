@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from tvmc_mobilenet.errors import TargetError
+from tvmc_mobilenet.errors import TargetError, message_line
 from tvmc_mobilenet.targets.toolchain import CudaCompiler, cuda_compiler_for, parse_arch
 
 #: Placeholder for the host's TVM target, which is detected (see :mod:`.host`).
@@ -49,8 +49,6 @@ class TargetSpec:
     rpc_key: str | None = None
     threads: int | None = None
     measure: Measure = Measure.LOCAL
-    #: Why ``build`` cannot handle this target yet (None: it can). Cleared by the issue that adds it.
-    unsupported_reason: str | None = None
     aliases: tuple[str, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
@@ -64,8 +62,6 @@ class TargetSpec:
             "rpc_key": self.rpc_key,
             "threads": self.threads,
             "measure": self.measure.value,
-            "supported": self.unsupported_reason is None,
-            "unsupported_reason": self.unsupported_reason,
             "aliases": list(self.aliases),
         }
 
@@ -324,10 +320,9 @@ def _target_json(target: str | dict[str, Any], original: str | None = None) -> d
     except Exception as exc:  # TVM raises ValueError or its own errors for unknown tags/keys
         shown = original or (target if isinstance(target, str) else json.dumps(target))
         known = ", ".join(registry_names())
-        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise TargetError(
             f"unknown target {shown!r}: not one of {known}, and TVM rejects it as a tag or JSON target "
-            f"({first_line}); run 'tvmc-mobilenet targets' for the list"
+            f"({message_line(exc)}); run 'tvmc-mobilenet targets' for the list"
         ) from None
     return json.loads(str(parsed))
 
@@ -344,8 +339,6 @@ def require_buildable(resolved: ResolvedTarget, cuda_compiler: CudaCompiler | No
     """Raise if this version cannot build for the target, or its toolchain (``cuda_compiler``
     when one is asked for) is missing here."""
     spec = resolved.spec
-    if spec.unsupported_reason:
-        raise TargetError(f"target {spec.name!r}: {spec.unsupported_reason}")
     if cuda_compiler is not None and spec.device is not Device.CUDA:
         raise TargetError(f"--cuda-compiler compiles GPU kernels, but {spec.name!r} is a {spec.device.value} target")
     if spec.device is Device.CUDA:
@@ -366,3 +359,20 @@ def require_buildable(resolved: ResolvedTarget, cuda_compiler: CudaCompiler | No
             f"target {spec.name!r} needs the cross compiler {spec.cross_compiler}, which is not on PATH; "
             f"install it with: apt-get install {spec.cross_compiler_package}"
         )
+
+
+def compilers_label(spec: TargetSpec) -> str:
+    """What would compile and link this target's library here, for the ``targets`` table: e.g.
+    ``nvcc + aarch64-linux-gnu-g++``, ``NVRTC 11.8 + g++``, ``nvcc (missing) + g++``."""
+    linker = spec.cross_compiler or "g++"
+    if spec.device is not Device.CUDA:
+        return linker
+    arch = resolve_target(spec.name).target_json.get("arch")
+    if not arch:
+        gpu = "nvcc"  # the local GPU's architecture: unknown without one
+    else:
+        try:
+            gpu = cuda_compiler_for(str(arch)).label
+        except TargetError:
+            gpu = "nvcc (missing)"
+    return f"{gpu} + {linker}"

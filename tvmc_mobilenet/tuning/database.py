@@ -29,12 +29,13 @@ import tempfile
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tvmc_mobilenet.errors import TuningError
+from tvmc_mobilenet.errors import TuningError, message_line
+from tvmc_mobilenet.files import atomic_write, cache_dir
 
 if TYPE_CHECKING:
     import tvm
@@ -48,18 +49,31 @@ FAILED_RUN_RECORD_SECONDS = 1e10
 FAILED_RUN_SECONDS = 1e9
 
 
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tvmc-mobilenet" / "tuning"
-
-
 def default_database_dir(target_name: str) -> Path:
     """The target's database directory: registry names as they are, other targets by a digest."""
     if re.fullmatch(r"[A-Za-z0-9_.-]+", target_name):
-        return cache_root() / target_name
+        return cache_dir("tuning", target_name)
     digest = hashlib.sha256(target_name.encode()).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", target_name).strip("_")[:40]
-    return cache_root() / f"{slug}-{digest}"
+    return cache_dir("tuning", f"{slug}-{digest}")
+
+
+def run_seconds(run_secs) -> float | None:
+    """A measurement's run time: the mean of its runs, as MetaSchedule ranks records; None for a
+    failed build or run (no runs, or MetaSchedule's impossible failure time)."""
+    secs = [float(s) for s in run_secs] if run_secs else []
+    if not secs or max(secs) >= FAILED_RUN_SECONDS:
+        return None
+    return sum(secs) / len(secs)
+
+
+def estimated_latency_ms(tasks: Iterable[tuple[float, float | None]]) -> float | None:
+    """Σ weight × best run time (ms) over (weight, best seconds) pairs: a model's end-to-end
+    estimate; None while any task has no successful measurement."""
+    tasks = list(tasks)
+    if not tasks or any(best is None for _, best in tasks):
+        return None
+    return 1e3 * sum(weight * best for weight, best in tasks)
 
 
 @dataclass
@@ -122,11 +136,9 @@ class TuningDatabase:
             key = int(record.workload.as_json()[0])
             entry = out.setdefault(key, KernelRecords(0, None))
             entry.trials += 1
-            secs = [float(s) for s in record.run_secs] if record.run_secs else []
-            if secs and max(secs) < FAILED_RUN_SECONDS:
-                mean = sum(secs) / len(secs)
-                if entry.best_seconds is None or mean < entry.best_seconds:
-                    entry.best_seconds = mean
+            seconds = run_seconds(record.run_secs)
+            if seconds is not None and (entry.best_seconds is None or seconds < entry.best_seconds):
+                entry.best_seconds = seconds
         return out
 
 
@@ -151,11 +163,12 @@ def tuning_curve(database: TuningDatabase, tasks: list[tuple[int, int]]) -> list
         if key not in weights:
             continue
         trials += 1
-        secs = [float(s) for s in record[1]] if record[1] else []
-        if secs and max(secs) < FAILED_RUN_SECONDS:
-            best[key] = min(best.get(key, float("inf")), sum(secs) / len(secs))
-        if len(best) == len(weights):
-            curve.append((trials, 1e3 * sum(weights[k] * best[k] for k in weights)))
+        seconds = run_seconds(record[1])
+        if seconds is not None:
+            best[key] = min(best.get(key, float("inf")), seconds)
+        estimate = estimated_latency_ms((weight, best.get(k)) for k, weight in weights.items())
+        if estimate is not None:
+            curve.append((trials, estimate))
     return curve
 
 
@@ -243,8 +256,7 @@ def _load_json_database(files: Path, path: Path):
             allow_missing=False,
         )
     except Exception as exc:  # TVM raises its own error types for unreadable records
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise TuningError(f"tuning database {str(path)!r} cannot be read: {first}") from None
+        raise TuningError(f"tuning database {str(path)!r} cannot be read: {message_line(exc)}") from None
 
 
 def locked_by_a_tune(path: Path) -> bool:
@@ -296,14 +308,14 @@ def repair_truncated_tail(file: Path) -> bool:
     lines = _data_lines(data)
     if not _truncated_tail(file, lines):
         if data and not data.endswith(b"\n"):  # a complete record that lacks only its newline
-            _atomic_write(file, data + b"\n")
+            atomic_write(file, data + b"\n")
         return False
     warnings.warn(
         f"tuning database file {file} ended in a truncated record (an interrupted write); dropped that line "
         f"and kept the {len(lines) - 1} complete ones",
         stacklevel=2,
     )
-    _atomic_write(file, b"".join(line + b"\n" for line in lines[:-1]))
+    atomic_write(file, b"".join(line + b"\n" for line in lines[:-1]))
     return True
 
 
@@ -313,19 +325,6 @@ def _is_json(line: bytes) -> bool:
     except (UnicodeDecodeError, json.JSONDecodeError):
         return False
     return True
-
-
-def _atomic_write(file: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".partial", dir=file.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager

@@ -205,7 +205,7 @@ def register_cpu_tensor_intrinsics() -> None:
     if name not in sys.modules:
         import tvm.s_tir
 
-        package = types.ModuleType(name, "CPU tensor intrinsics only (see tvmc_mobilenet.compiler.measure)")
+        package = types.ModuleType(name, "CPU tensor intrinsics only (see tvmc_mobilenet.tuning.measure)")
         package.__path__ = [os.path.join(os.path.dirname(tvm.s_tir.__file__), "tensor_intrin")]
         package.__package__ = name
         sys.modules[name] = package

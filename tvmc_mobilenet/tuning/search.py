@@ -125,37 +125,6 @@ def stoppable(strategy, stop: GracefulStop):
     return StoppableSearch(strategy)
 
 
-#: Explicit-unroll limits the CPU search may choose. MetaSchedule's default adds 512, and on this
-#: machine a depthwise candidate with a 56-lane vector unrolled 512 times took over 2 minutes to
-#: compile (LLVM on a single huge block, with AVX2 as with AVX-512), against 10 s at 64 and 0.1-0.5 s
-#: for ordinary candidates: such builds hit the builder timeout and were lost as trials.
-CPU_UNROLL_STEPS = (0, 16, 64)
-
-
-def design_space(target):
-    """MetaSchedule's design space for the target: :func:`cpu_design_space` for LLVM targets, its
-    own defaults for CUDA (which include ``ApplyCustomRule``, hence our spaces)."""
-    return cpu_design_space() if target.kind.name == "llvm" else "post-order-apply"
-
-
-def cpu_design_space():
-    """MetaSchedule's design space for LLVM targets, with the unroll limits above.
-
-    Every rule, postprocessor and mutator is MetaSchedule's default for ``llvm``; only the
-    ParallelizeVectorizeUnroll rule is rebuilt with :data:`CPU_UNROLL_STEPS`.
-    """
-    from tvm.s_tir import meta_schedule as ms
-
-    rules = []
-    for rule in ms.ScheduleRule.create("llvm"):
-        if isinstance(rule, ms.schedule_rule.ParallelizeVectorizeUnroll):
-            rule = ms.schedule_rule.ParallelizeVectorizeUnroll(
-                max_jobs_per_core=16, max_vectorize_extent=64, unroll_max_steps=list(CPU_UNROLL_STEPS), unroll_explicit=True
-            )
-        rules.append(rule)
-    return ms.space_generator.PostOrderApply(sch_rules=rules, postprocs=ms.Postproc.create("llvm"), mutator_probs=ms.Mutator.create("llvm"))
-
-
 def batchwise_gradient(seed: int | None = None, alpha: float = 0.2, window: int = 3, seeded: frozenset[int] = frozenset()):
     """MetaSchedule's gradient-based task choice, collecting each batch right after it runs.
 
@@ -168,6 +137,8 @@ def batchwise_gradient(seed: int | None = None, alpha: float = 0.2, window: int 
     """
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.task_scheduler import PyTaskScheduler
+
+    from tvmc_mobilenet.tuning.database import run_seconds
 
     @derived_object
     class BatchwiseGradient(PyTaskScheduler):
@@ -211,9 +182,9 @@ def batchwise_gradient(seed: int | None = None, alpha: float = 0.2, window: int 
         def _record(self, task_id: int, results) -> None:
             best = self.best.get(task_id, math.inf)
             for result in results:
-                if result.error_msg is None and result.run_secs:
-                    secs = sorted(float(s) for s in result.run_secs)
-                    best = min(best, 1e3 * secs[len(secs) // 2])
+                seconds = run_seconds(result.run_secs) if result.error_msg is None else None
+                if seconds is not None:
+                    best = min(best, 1e3 * seconds)
             self.best[task_id] = best
             # An untimed task (every candidate failed) counts as slow, as in MetaSchedule (1e100 ms).
             self.history.setdefault(task_id, []).append(best if best < math.inf else 1e100)

@@ -19,11 +19,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tvmc_mobilenet.compiler.model_source import ModelOptions
 from tvmc_mobilenet.compiler.tasks import Task, parse_task_filter
-from tvmc_mobilenet.errors import BadInputError, TargetError, TuningError
-from tvmc_mobilenet.targets.registry import Device, Measure, ResolvedTarget, require_buildable, resolve_target
-from tvmc_mobilenet.targets.toolchain import parse_cuda_compiler
+from tvmc_mobilenet.errors import BadInputError, RpcError, TargetError, TuningError, TuningInterrupted
+from tvmc_mobilenet.options import ModelOptions, RpcOptions, TargetOptions
+from tvmc_mobilenet.targets.registry import Device, Measure, ResolvedTarget, require_buildable
+from tvmc_mobilenet.tuning.database import estimated_latency_ms, run_seconds
 
 REPORT_FILE = "tuning_report.json"
 #: One line per tune run (model, trials, seconds), appended: the history of a database.
@@ -35,10 +35,12 @@ SPACES = ("ours", "generic")
 
 
 @dataclass(frozen=True)
-class TuneConfig(ModelOptions):
-    target: str = "host"
-    #: GPU architecture (``sm_XX``) of a CUDA target; default: the target's, or the local GPU's.
-    cuda_arch: str | None = None
+class TuneConfig:
+    model: ModelOptions = field(default_factory=ModelOptions)
+    target: TargetOptions = field(default_factory=TargetOptions)
+    #: Boards to measure on, through a tracker (``tracker`` and ``key``; ``timeout`` is unused:
+    #: a measurement's deadline is :attr:`timeout`).
+    rpc: RpcOptions = field(default_factory=RpcOptions)
     #: Total trials wanted for this model's tasks, counting records already in the database.
     trials: int = 1000
     work_dir: Path | None = None
@@ -50,23 +52,18 @@ class TuneConfig(ModelOptions):
     timeout: float = 60.0
     #: Seed of the search (None: random).
     search_seed: int | None = None
-    #: Remote measurement through a TVM RPC tracker (``HOST[:PORT]``) and the boards' key.
-    rpc_tracker: str | None = None
-    rpc_key: str | None = None
     #: Design space for pointwise and depthwise kernels: ``ours`` (schedules/) or MetaSchedule's
     #: ``generic`` one (as every other kernel gets), e.g. to compare the two.
     space: str = "ours"
-    #: What compiles GPU candidates: ``nvcc`` or ``nvrtc`` (CUDA 11.8's), as ``build --cuda-compiler``.
-    cuda_compiler: str | None = None
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
             raise BadInputError(f"--trials must be a positive integer, got {self.trials!r}")
         if not (isinstance(self.timeout, (int, float)) and 1 <= self.timeout <= 3600):
             raise BadInputError(f"--timeout must be between 1 and 3600 seconds, got {self.timeout!r}")
+        if self.rpc.host is not None or self.rpc.port is not None:
+            raise BadInputError("tuning measures on the boards registered with a tracker: give --rpc-tracker and --rpc-key")
         parse_task_filter(self.tasks)
-        parse_cuda_compiler(self.cuda_compiler)
         if self.space not in SPACES:
             raise BadInputError(f"--space must be one of {', '.join(SPACES)}, got {self.space!r}")
 
@@ -128,7 +125,7 @@ class TuneResult:
 
     @property
     def estimated_latency_ms(self) -> float | None:
-        return _estimate_ms(self.outcomes)
+        return estimated_latency_ms((o.task.weight, o.best_seconds) for o in self.outcomes)
 
     @property
     def trials_per_minute(self) -> float:
@@ -155,21 +152,15 @@ class TuneResult:
         }
 
 
-def _estimate_ms(outcomes: list[TaskOutcome]) -> float | None:
-    if not outcomes or any(o.best_seconds is None for o in outcomes):
-        return None
-    return 1e3 * sum(o.task.weight * o.best_seconds for o in outcomes)
-
-
 def tune_model(
     config: TuneConfig,
     log: Callable[[str], None] = lambda _msg: None,
     on_progress: Callable[[TuneProgress], None] = lambda _p: None,
 ) -> TuneResult:
     started = time.time()
-    target = resolve_target(config.target, config.cuda_arch)
+    target = config.target.resolve()
     rpc = _require_tunable(target, config)
-    from tvmc_mobilenet.compiler.tuning_db import create_database_dir, default_database_dir, exclusive_lock, open_tuning_database
+    from tvmc_mobilenet.tuning.database import create_database_dir, default_database_dir, exclusive_lock, open_tuning_database
 
     work_dir = Path(config.work_dir) if config.work_dir is not None else default_database_dir(target.name)
     if config.resume and not (work_dir.is_dir() and any(work_dir.iterdir())):
@@ -185,8 +176,8 @@ def _require_tunable(target: ResolvedTarget, config: TuneConfig):
     """Check the target can be tuned from here; returns its RpcTarget when measured remotely."""
     from tvmc_mobilenet.runtime.rpc import RpcTarget
 
-    require_buildable(target, parse_cuda_compiler(config.cuda_compiler))
-    rpc = RpcTarget.from_options(config.rpc_tracker, config.rpc_key, None, None, call_timeout=config.timeout)
+    require_buildable(target, config.target.requested_compiler)
+    rpc = RpcTarget.from_options(config.rpc, call_timeout=config.timeout)
     remote = target.spec.measure is not Measure.LOCAL or not target.runs_here
     if remote and rpc is None and target.spec.device is Device.CUDA and target.spec.measure is Measure.LOCAL:
         raise TargetError(
@@ -239,9 +230,9 @@ def _tune_locked(config, target, rpc, database, started, log, on_progress) -> Tu
     from tvmc_mobilenet.compiler.model_source import import_model
     from tvmc_mobilenet.compiler.passes import legalize_and_fuse
     from tvmc_mobilenet.compiler.tasks import extract_tasks
-    from tvmc_mobilenet.compiler.tuning_db import workload_key
+    from tvmc_mobilenet.tuning.database import workload_key
 
-    loaded = import_model(config, log)
+    loaded = import_model(config.model, log)
     tvm_target = target.tvm_target()
     all_tasks = extract_tasks(legalize_and_fuse(loaded.mod, tvm_target), tvm_target)
     kinds = parse_task_filter(config.tasks)
@@ -290,7 +281,7 @@ def _tune_locked(config, target, rpc, database, started, log, on_progress) -> Tu
         )
     before = {o.task.name: o.trials for o in initial}
     progress = _ProgressTracker(tasks, initial, remaining, on_progress)
-    from tvmc_mobilenet.compiler.search import GracefulStop
+    from tvmc_mobilenet.tuning.search import GracefulStop
 
     measure = _measurement(target, rpc, config, log)
     with GracefulStop(log) as stop:
@@ -306,28 +297,17 @@ def _tune_locked(config, target, rpc, database, started, log, on_progress) -> Tu
     result.time_breakdown = progress.time_breakdown
     _write_report(result)
     if progress.device_lost:
-        from tvmc_mobilenet.errors import RpcError
-
         raise RpcError(
             f"{progress.device_lost}; stopped after {result.trials_run} trials, every record measured so far is kept "
             f"in {result.work_dir} and a rerun continues from there"
         )
     if interrupted:
-        raise TuningInterrupted(result)
-    return result
-
-
-class TuningInterrupted(TuningError):
-    """Ctrl-C during a tune: the records measured so far are kept and the report is written."""
-
-    exit_code = 130
-
-    def __init__(self, result: TuneResult):
-        super().__init__(
+        raise TuningInterrupted(
             f"tuning interrupted after {result.trials_run} trials; every record measured so far is kept in "
-            f"{result.work_dir} and a rerun continues from there"
+            f"{result.work_dir} and a rerun continues from there",
+            result,
         )
-        self.result = result
+    return result
 
 
 @dataclass
@@ -342,7 +322,7 @@ class _Measurement:
 
 
 def _measurement(target: ResolvedTarget, rpc, config: TuneConfig, log) -> _Measurement:
-    from tvmc_mobilenet.compiler.measure import local_runner, persistent_builder, rpc_runner
+    from tvmc_mobilenet.tuning.measure import local_runner, persistent_builder, rpc_runner
     from tvmc_mobilenet.runtime.executor import use_all_cores
 
     host_threads = use_all_cores()
@@ -350,9 +330,8 @@ def _measurement(target: ResolvedTarget, rpc, config: TuneConfig, log) -> _Measu
         # Kernels run with every core: the runner's worker inherits TVM_NUM_THREADS.
         threads = int(target.target_json.get("num-cores") or host_threads)
         os.environ["TVM_NUM_THREADS"] = str(threads)
-        builder = lambda: persistent_builder(threads, config.timeout, cuda_compiler=config.cuda_compiler)  # noqa: E731
+        builder = lambda: persistent_builder(threads, config.timeout, cuda_compiler=config.target.cuda_compiler)  # noqa: E731
         return _Measurement(threads, builder, lambda: local_runner(config.timeout))
-    from tvmc_mobilenet.errors import RpcError
     from tvmc_mobilenet.runtime.rpc import servers_for_key, tracker_summary
 
     boards = servers_for_key(tracker_summary(rpc.tracker_host, rpc.tracker_port, rpc.connect_timeout), rpc.key)
@@ -370,7 +349,7 @@ def _measurement(target: ResolvedTarget, rpc, config: TuneConfig, log) -> _Measu
 
     return _Measurement(
         host_threads,
-        lambda: persistent_builder(host_threads, config.timeout, cross_compiler=cross, cuda_compiler=config.cuda_compiler),
+        lambda: persistent_builder(host_threads, config.timeout, cross_compiler=cross, cuda_compiler=config.target.cuda_compiler),
         lambda: rpc_runner(rpc, config.timeout, max_workers=boards),
         device_check,
     )
@@ -379,9 +358,10 @@ def _measurement(target: ResolvedTarget, rpc, config: TuneConfig, log) -> _Measu
 def _run_search(config: TuneConfig, tasks: list[Task], database, remaining: int, measure: _Measurement, progress, stop) -> None:
     from tvm.s_tir import meta_schedule as ms
 
-    from tvmc_mobilenet.compiler.measure import register_tensor_intrinsics
+    from tvmc_mobilenet.tuning.measure import register_tensor_intrinsics
     from tvmc_mobilenet.schedules import register_design_spaces
-    from tvmc_mobilenet.compiler.search import batchwise_gradient, design_space, evolutionary_search, plan_budget, stoppable
+    from tvmc_mobilenet.schedules.spaces import design_space
+    from tvmc_mobilenet.tuning.search import batchwise_gradient, evolutionary_search, plan_budget, stoppable
 
     _quiet_metaschedule()
     register_tensor_intrinsics(tasks[0].extracted.target)
@@ -439,7 +419,7 @@ def measure_default_schedules(tasks: list[Task], database, builder, runner, budg
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
-    from tvmc_mobilenet.compiler.tuning_db import FAILED_RUN_RECORD_SECONDS, workload_key
+    from tvmc_mobilenet.tuning.database import FAILED_RUN_RECORD_SECONDS, workload_key
     from tvmc_mobilenet.schedules import default_schedule
 
     # Tasks with records, failed ones included (MetaSchedule's get_top_k skips those): a default
@@ -503,9 +483,7 @@ class _ProgressTracker:
         self.device_lost: str | None = None
 
     def estimate_ms(self) -> float | None:
-        if any(self.best[t.name] is None for t in self.tasks):
-            return None
-        return 1e3 * sum(t.weight * self.best[t.name] for t in self.tasks)
+        return estimated_latency_ms((t.weight, self.best[t.name]) for t in self.tasks)
 
     def update(self, task_id: int, runner_results) -> None:
         name = self.tasks[task_id].name
@@ -516,11 +494,9 @@ class _ProgressTracker:
                 self.stop.requested = True  # end after this batch, keeping what was measured
         for result in runner_results:
             self.done += 1
-            secs = [float(s) for s in result.run_secs] if result.run_secs else []
-            if result.error_msg is None and secs:
-                mean = sum(secs) / len(secs)
-                if self.best[name] is None or mean < self.best[name]:
-                    self.best[name] = mean
+            seconds = run_seconds(result.run_secs) if result.error_msg is None else None
+            if seconds is not None and (self.best[name] is None or seconds < self.best[name]):
+                self.best[name] = seconds
         elapsed = time.time() - self.started
         estimate = self.estimate_ms()
         self.curve.append((self.done, elapsed, estimate))
@@ -544,7 +520,7 @@ class _ProgressTracker:
 def _write_report(result: TuneResult) -> None:
     import json
 
-    from tvmc_mobilenet.runtime.results import write_json
+    from tvmc_mobilenet.files import write_json
 
     report = result.to_json()
     write_json(result.work_dir / REPORT_FILE, report)

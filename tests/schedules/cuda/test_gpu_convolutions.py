@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from tests.conftest import requires_cuda_gpu, requires_nvcc, requires_nvrtc11
 from tests.schedules.kernels import Layer, conv_kernel_of, cuda_source, design_space_samples
 from tvmc_mobilenet.compiler.cuda_binary import compile_kernels
 from tvmc_mobilenet.compiler.passes import schedule
@@ -91,9 +89,9 @@ def test_default_tiles_fit_the_gpu():
 @pytest.mark.parametrize(
     "target, images",
     [
-        pytest.param(JETSON, ["compute_87", "sm_87"], marks=requires_nvcc, id="sm_87"),
-        pytest.param(H100, ["compute_90", "sm_90"], marks=requires_nvcc, id="sm_90"),
-        pytest.param(XAVIER, ["sm_72"], marks=requires_nvrtc11, id="sm_72"),
+        pytest.param(JETSON, ["compute_87", "sm_87"], marks=pytest.mark.nvcc, id="sm_87"),
+        pytest.param(H100, ["compute_90", "sm_90"], marks=pytest.mark.nvcc, id="sm_90"),
+        pytest.param(XAVIER, ["sm_72"], marks=pytest.mark.nvrtc11, id="sm_72"),
     ],
 )
 def test_default_schedules_compile(target, images):
@@ -114,7 +112,7 @@ def test_design_space_samples_pass_metaschedule_gpu_checks(shape):
         assert 'thread="threadIdx.x"' in sch.mod["main"].script()
 
 
-@requires_nvcc
+@pytest.mark.nvcc
 def test_design_space_samples_compile_with_nvcc():
     for shape in (POINTWISE[1], DEPTHWISE[3]):
         passed, _, _ = design_space_samples(Layer(*shape).conv_kernel(JETSON), JETSON, count=2, seed=7)
@@ -123,7 +121,6 @@ def test_design_space_samples_compile_with_nvcc():
 
 
 @pytest.mark.cuda
-@requires_cuda_gpu
 @pytest.mark.parametrize("shape", POINTWISE + DEPTHWISE, ids=str)
 def test_numerics_on_the_gpu(shape, tmp_path):
     """Built as ``build`` does (kernels compiled by nvcc into the library), run on the local GPU."""

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from tvm import s_tir
 
 from tvmc_mobilenet.schedules.cpu.conv_nhwc import NhwcConvRule, finish_tiles
-from tvmc_mobilenet.schedules.nhwc import ConvNhwc, inline_around
-from tvmc_mobilenet.schedules.cpu.vector_unit import VectorUnit, largest_divisor_at_most
+from tvmc_mobilenet.schedules.nhwc import ConvNhwc, inline_around, largest_divisor_at_most
+from tvmc_mobilenet.schedules.cpu.vector_unit import VectorUnit
 
 #: Largest register tile side tried along a row (pixels per tile).
 MAX_PIXELS_PER_TILE = 8

@@ -45,14 +45,6 @@ def vector_unit(target: Target) -> VectorUnit:
     return VectorUnit(lanes=lanes, registers=registers)
 
 
-def largest_divisor_at_most(extent: int, limit: int) -> int:
-    """The largest divisor of ``extent`` that is ≤ ``limit`` (1 at least)."""
-    for candidate in range(min(extent, max(1, limit)), 0, -1):
-        if extent % candidate == 0:
-            return candidate
-    return 1
-
-
 def target_cores(target: Target) -> int:
     """Threads a kernel for ``target`` runs on (its ``num-cores``)."""
     return int(target.attrs.get("num-cores", 1) or 1)

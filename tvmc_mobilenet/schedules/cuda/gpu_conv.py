@@ -19,10 +19,6 @@ def max_threads(target: Target) -> int:
     return int(target.attrs.get("max_num_threads", 1024))
 
 
-def largest_divisor_at_most(n: int, limit: int) -> int:
-    return max(d for d in range(1, max(1, min(n, limit)) + 1) if n % d == 0)
-
-
 def split_tile(sch: s_tir.Schedule, loop, inner: int, max_inner: int, search: bool):
     """Split ``loop`` in two: the inner extent fixed to ``inner``, or (with ``search``) a sampled
     perfect tile whose inner extent is at most ``max_inner``."""

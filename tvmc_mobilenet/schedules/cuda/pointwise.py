@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from tvm import s_tir
 from tvm.target import Target
 
-from tvmc_mobilenet.schedules.cuda.gpu_conv import GpuConvRule, largest_divisor_at_most, max_threads, registers_with_epilogue, split_tile
-from tvmc_mobilenet.schedules.nhwc import ConvNhwc, inline_around
+from tvmc_mobilenet.schedules.cuda.gpu_conv import GpuConvRule, max_threads, registers_with_epilogue, split_tile
+from tvmc_mobilenet.schedules.nhwc import ConvNhwc, inline_around, largest_divisor_at_most
 
 #: Threads per block of the default schedule.
 DEFAULT_THREADS = 256

@@ -1,0 +1,1 @@
+"""Tuning: MetaSchedule search over a model's kernels, its builder and runner, and the JSON database."""
