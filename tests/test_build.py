@@ -209,3 +209,30 @@ def test_ctrl_c_during_a_build_keeps_the_earlier_artifact_and_leaves_no_partial_
     assert err.strip().splitlines()[-1] == "error: interrupted"
     assert output.read_bytes() == b"the user's earlier artifact"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tar"]
+
+
+def test_int8_build_records_its_quantization_and_verifies_exactly(tmp_path):
+    from PIL import Image
+
+    calibration = tmp_path / "images"
+    calibration.mkdir()
+    for i in range(3):
+        Image.new("RGB", (72, 72), (40 * i, 200 - 50 * i, 90)).save(calibration / f"{i}.png")
+    config = BuildConfig(model=ModelOptions(**TINY, quantize="int8", calibration=calibration), output=tmp_path / "q.tar")
+    lines: list[str] = []
+    result = build_model(config, log=lines.append)
+    m = result.manifest
+    assert m["model"]["name"] == "mobilenet_v1_0.25_96_int8" and m["model"]["quantize"] == "int8"
+    q = m["quantization"]
+    assert q["scheme"] == "int8" and q["calibration"]["images"] == 3 and q["calibration"]["source"] == str(calibration)
+    assert len(q["layers"]) == 27 and all(len(layer["multipliers"]) == len(layer["weight_scales"]) for layer in q["layers"])
+    assert 0 <= q["against_fp32"]["top1_agreement"] <= 1 and q["against_fp32"]["samples"] == 16
+    assert any("int8 against fp32" in line and "SQNR" in line for line in lines)
+    v = result.verification
+    assert v["status"] == "passed" and v["reference"].startswith("numpy")
+    assert v["max_abs_error"] <= q["classifier"]["logits_scale"] * (1 + 1e-6)  # ±1 quantum of the int8 logits
+    art = open_artifact(result.artifact_path)
+    assert art.input_dtype == "float32" and art.manifest["kernels"]
+    from tvmc_mobilenet.runtime.commands import RunConfig, run_artifact
+
+    assert run_artifact(RunConfig(result.artifact_path)).comparison.passed  # run checks it against the stored reference

@@ -132,6 +132,15 @@ def test_build_run_bench(capsys, tmp_path):
         (["build", "--cuda-compiler", "nvrtc"], r"--cuda-compiler compiles GPU kernels, but 'host' is a cpu target", 3),
         (["tune", "--cuda-compiler", "nvcc"], r"--cuda-compiler compiles GPU kernels, but 'host' is a cpu target", 3),
         (["sweep", "--cuda-compiler", "nvrtc", "--out", "/nonexistent/sweep"], r"--cuda-compiler compiles GPU kernels, but 'host'", 3),
+        (["build", "--quantize", "int4"], r"Invalid value for '--quantize': 'int4' is not 'int8'", 2),
+        (["tune", "--quantize", "int4"], r"Invalid value for '--quantize'", 2),
+        (["build", "--calibration", "/tmp"], r"--calibration calibrates a quantized build: give --quantize int8 with it", 2),
+        (["build", "--quantize", "int8", "--model", "m.onnx"], r"--quantize applies to the built-in MobileNet", 2),
+        (
+            ["build", "--quantize", "int8", "-a", "0.25", "-r", "64", "--calibration", "/no/such/dir"],
+            r"--calibration '/no/such/dir' does not exist",
+            2,
+        ),
     ],
 )
 @pytest.mark.faults("bad_input")

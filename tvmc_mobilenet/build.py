@@ -101,6 +101,10 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
 
     reference_input = np.random.default_rng(config.model.seed).standard_normal(imported.input_shape, dtype=np.float32)
     reference_output = np.asarray(imported.reference(reference_input), dtype=np.float32)
+    tolerance = RELATIVE_TOLERANCE
+    if loaded.quantized is not None:  # ±1 quantum of the int8 logits, relative to the largest logit
+        tolerance = loaded.quantized.logits_scale * (1 + 1e-6) / max(float(np.max(np.abs(reference_output))), 1e-30)
+    quantization = loaded.quantized.to_json() if loaded.quantized is not None else None
 
     with tempfile.TemporaryDirectory(prefix="tvmc-mobilenet-build-") as tmp:
         lib_path = Path(tmp) / LIBRARY_FILE
@@ -110,10 +114,16 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
         library = lib_path.read_bytes()
         if config.verify and target.runs_here:
             log("verifying the exported library against " + imported.reference_framework)
-            verification = _verify(lib_path, reference_input, reference_output, imported.reference_framework, target.spec.device)
+            model = _load_library(lib_path, reference_input, target.spec.device)
+            verification = _verify(model, reference_input, reference_output, imported.reference_framework, tolerance)
+            if loaded.quantized is not None:
+                quantization["against_fp32"] = _compare_with_float(model, loaded, config.model.seed)
+                q = quantization["against_fp32"]
+                log(f"int8 against fp32 on {q['samples']} inputs: top-1 agreement {q['top1_agreement']:.0%}, SQNR {q['sqnr_db']:.1f} dB")
+            del model
         else:
             why = "disabled with --no-verify" if not config.verify else _why_not_here(target)
-            verification = {"status": "skipped", "reason": why, "tolerance": RELATIVE_TOLERANCE}
+            verification = {"status": "skipped", "reason": why, "tolerance": tolerance}
 
     manifest = {
         "format": FORMAT_NAME,
@@ -136,6 +146,7 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
         "library": {"file": LIBRARY_FILE, "sha256": sha256_bytes(library), "bytes": len(library), "gpu_code": gpu_code},
         "kernels": kernels,
         "layout": layout,
+        "quantization": quantization,
         "reference": {
             "input": REFERENCE_INPUT,
             "output": REFERENCE_OUTPUT,
@@ -272,16 +283,45 @@ def _why_not_here(target: ResolvedTarget) -> str:
     return f"{target.name} modules do not run on this machine"
 
 
-def _verify(lib_path: Path, data: np.ndarray, reference: np.ndarray, framework: str, device: Device) -> dict[str, Any]:
-    """Load the exported library as a user would and compare its output with the framework's."""
+def _load_library(lib_path: Path, data: np.ndarray, device: Device):
+    """The exported library, loaded as a user would load it."""
     import tvm
 
     from tvmc_mobilenet.runtime.executor import LoadedModel, use_all_cores
 
     use_all_cores()
     dev = tvm.cuda(0) if device is Device.CUDA else tvm.cpu(0)
-    model = LoadedModel(tvm.runtime.load_module(str(lib_path)), dev, data.shape, str(data.dtype))
-    comparison = compare_outputs(model.run(data), reference)
+    return LoadedModel(tvm.runtime.load_module(str(lib_path)), dev, data.shape, str(data.dtype))
+
+
+#: Inputs (of the reference distribution) on which a quantized build is compared with fp32.
+FLOAT_COMPARISON_SAMPLES = 16
+
+
+def _compare_with_float(model, loaded, seed: int) -> dict[str, Any]:
+    """The int8 module against the fp32 network: top-1 agreement and SQNR of the logits."""
+    from tvmc_mobilenet.compiler.quantize import sqnr_db
+
+    shape = model.input_shape
+    batches = max(1, FLOAT_COMPARISON_SAMPLES // shape[0])
+    rng = np.random.default_rng(seed + 2)
+    quantized, exact = [], []
+    for _ in range(batches):
+        x = rng.standard_normal(shape, dtype=np.float32)
+        quantized.append(model.run(x))
+        exact.append(loaded.float_reference(x))
+    q, f = np.concatenate(quantized), np.concatenate(exact)
+    return {
+        "samples": int(len(q)),
+        "inputs": "standard normal (the reference input distribution)",
+        "top1_agreement": float(np.mean(np.argmax(q, axis=1) == np.argmax(f, axis=1))),
+        "sqnr_db": round(sqnr_db(f, q), 2),
+    }
+
+
+def _verify(model, data: np.ndarray, reference: np.ndarray, framework: str, tolerance: float) -> dict[str, Any]:
+    """Compare the loaded library's output with the reference framework's."""
+    comparison = compare_outputs(model.run(data), reference, tolerance)
     if not comparison.passed:
         raise VerificationError(
             f"the compiled module disagrees with {framework}: max abs error {comparison.max_abs_error:.3g}, "

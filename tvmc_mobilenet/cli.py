@@ -21,7 +21,7 @@ import click
 
 from tvmc_mobilenet import __version__
 from tvmc_mobilenet.errors import TvmcMobilenetError
-from tvmc_mobilenet.options import ModelOptions, RpcOptions, TargetOptions, TimingOptions
+from tvmc_mobilenet.options import DEFAULT_CALIBRATION_SAMPLES, QUANTIZE_SCHEMES, ModelOptions, RpcOptions, TargetOptions, TimingOptions
 
 FILE = click.Path(dir_okay=False, path_type=Path)
 DIRECTORY = click.Path(file_okay=False, path_type=Path)
@@ -78,7 +78,12 @@ def model_options(weights: bool):
     options = _network_options() + [
         ("batch", click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size (1 to 1024).")),
         ("model_file", click.option("--model", "model_file", type=FILE, help="A user's ONNX file instead of the built-in network.")),
-    ]
+        ("quantize", click.option("--quantize", type=click.Choice(list(QUANTIZE_SCHEMES)),
+                                  help="Post-training quantization of the built-in network (default: none, fp32).")),
+        ("calibration", click.option("--calibration", type=click.Path(path_type=Path), metavar="PATH",
+                                     help="Calibration inputs for --quantize: a folder of images or .npy arrays, or a .npy file "
+                                     f"(default: {DEFAULT_CALIBRATION_SAMPLES} samples of the reference input distribution).")),
+    ]  # fmt: skip
     if weights:
         options += [
             ("weights", click.option("--weights", type=FILE, help="PyTorch state_dict for the built-in network (default: random weights).")),

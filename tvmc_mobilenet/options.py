@@ -23,6 +23,12 @@ def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
 
 
+#: Values of ``--quantize`` (compiler/quantize.py).
+QUANTIZE_SCHEMES = ("int8",)
+#: Calibration inputs drawn from the reference input distribution when no --calibration is given.
+DEFAULT_CALIBRATION_SAMPLES = 32
+
+
 @dataclass(frozen=True)
 class ModelOptions:
     """The network: the built-in MobileNet (α, ρ, variant, classes, weights) or a user's ONNX file."""
@@ -38,8 +44,19 @@ class ModelOptions:
     weights: Path | None = None
     #: Seed of the random weights and of the reference input.
     seed: int = 0
+    #: ``int8``: post-training static quantization (compiler/quantize.py); None: fp32.
+    quantize: str | None = None
+    #: Calibration inputs for ``quantize``: a folder of images or .npy arrays, or one .npy file;
+    #: None: samples of the reference input distribution.
+    calibration: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.quantize is not None and self.quantize not in QUANTIZE_SCHEMES:
+            raise BadInputError(f"--quantize must be one of {', '.join(QUANTIZE_SCHEMES)} (or left out for fp32), got {self.quantize!r}")
+        if self.calibration is not None and self.quantize is None:
+            raise BadInputError("--calibration calibrates a quantized build: give --quantize int8 with it")
+        if self.quantize is not None and self.model_file is not None:
+            raise BadInputError("--quantize applies to the built-in MobileNet; an ONNX file cannot be quantized by this version")
         if self.model_file is not None and self.weights is not None:
             raise BadInputError("--weights applies to the built-in MobileNet; it cannot be combined with --model")
         if self.model_file is None:
@@ -63,7 +80,8 @@ class ModelOptions:
     def model_name(self) -> str:
         if self.model_file is not None:
             return Path(self.model_file).stem
-        return self.model_config().name
+        name = self.model_config().name
+        return f"{name}_{self.quantize}" if self.quantize else name
 
     def to_json(self) -> dict[str, Any]:
         return {k: _plain(v) for k, v in asdict(self).items()}

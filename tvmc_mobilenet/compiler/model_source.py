@@ -21,6 +21,10 @@ class PreparedModel:
     mod: Any  # the simplified Relax IRModule
     #: What the manifest and reports say about the model.
     description: dict[str, Any]
+    #: The quantized network (``--quantize int8``), with every scale; None for fp32.
+    quantized: Any = None  # quantize.QuantizedNetwork
+    #: The fp32 network's logits for an input (what a quantized model is compared with).
+    float_reference: Callable[[Any], Any] | None = None
 
 
 def import_model(options: ModelOptions, log: Callable[[str], None] = lambda _msg: None) -> PreparedModel:
@@ -46,7 +50,38 @@ def import_model(options: ModelOptions, log: Callable[[str], None] = lambda _msg
         weights = f"state_dict {options.weights}" if options.weights else f"random, seed {options.seed}"
         log(f"building {config.name} in PyTorch ({weights})")
         net = build_network(config, seed=options.seed, weights=options.weights)
+        description = {"source": "builtin", "name": options.model_name, **config.to_json(), "weights": weights}
+        if options.quantize:
+            return _quantized(options, net, description, log)
         log("exporting with torch.export and importing into TVM Relax")
         imported = import_pytorch(net, config.input_shape)
-        description = {"source": "builtin", "name": config.name, **config.to_json(), "weights": weights}
     return PreparedModel(imported, simplify_for_inference(imported.mod), description)
+
+
+def _quantized(options: ModelOptions, net, description: dict[str, Any], log: Callable[[str], None]) -> PreparedModel:
+    """The built-in network quantized to int8 (compiler/quantize.py), as an integer Relax graph
+    whose reference is the same integer graph executed by NumPy."""
+    import torch
+
+    from tvmc_mobilenet.compiler.calibration import calibration_inputs
+    from tvmc_mobilenet.compiler.frontend import ImportedModel
+    from tvmc_mobilenet.compiler.passes import simplify_for_inference
+    from tvmc_mobilenet.compiler.quantize import quantize_network
+    from tvmc_mobilenet.options import DEFAULT_CALIBRATION_SAMPLES
+
+    config = options.model_config()
+    data, info = calibration_inputs(options.calibration, config.resolution, DEFAULT_CALIBRATION_SAMPLES, seed=options.seed + 1)
+    log(f"quantizing to int8, calibrated on {info['samples']} inputs ({info['source']})")
+    quantized = quantize_network(net, data, info)
+
+    def float_reference(x):
+        with torch.no_grad():
+            return net(torch.from_numpy(x)).numpy()
+
+    imported = ImportedModel(quantized.relax_module(), "input", config.input_shape, "float32", QUANTIZED_REFERENCE, quantized.reference)
+    description = {**description, "quantize": options.quantize}
+    return PreparedModel(imported, simplify_for_inference(imported.mod), description, quantized, float_reference)
+
+
+#: What verifies a quantized build: the integer graph executed by NumPy, no TVM kernel involved.
+QUANTIZED_REFERENCE = "numpy (integer execution of the quantized graph)"

@@ -1,0 +1,101 @@
+"""int8 post-training quantization: fixed-point requantization, scales, saturation, ReLU6, and the
+integer graph in TVM against the same graph executed by NumPy at MobileNet shapes across α."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tvmc_mobilenet.compiler.calibration import calibration_inputs
+from tvmc_mobilenet.compiler.quantize import Requantize, activation_bounds, fixed_point, quantize_network, sqnr_db
+from tvmc_mobilenet.model.network import build_network
+from tvmc_mobilenet.model.spec import LayerKind, ModelConfig
+
+
+def test_fixed_point_multipliers_are_exact_to_31_bits():
+    real = np.concatenate([np.geomspace(1e-7, 0.999, 500), [0.5, 0.25, 1 - 1e-12]])
+    m, k = fixed_point(real)
+    assert np.all(m >= 1 << 30) and np.all(m < 1 << 31) and np.all(k >= 1)
+    assert np.max(np.abs(m * 2.0 ** (-k.astype(float)) / real - 1)) <= 2.0**-31
+    m1, k1 = fixed_point(np.array([1 - 1e-12]))  # rounds up to 2^31: carried into the exponent
+    assert int(m1[0]) == 1 << 30 and int(k1[0]) == 30
+    with pytest.raises(ValueError):
+        fixed_point(np.array([0.0]))
+
+
+def test_requantization_matches_a_float_reference_and_saturates():
+    rng = np.random.default_rng(0)
+    real = rng.uniform(1e-4, 0.05, 64)
+    acc = rng.integers(-(1 << 20), 1 << 20, (1000, 64))
+    rq = Requantize.of(real, -128, 127)
+    got = rq.apply(acc)
+    exact = acc * real
+    unclamped = np.floor(exact + 0.5)
+    expected = np.clip(unclamped, -128, 127)
+    assert np.max(np.abs(got - expected)) <= 1  # the multiplier's 2^-31 error can move a tie
+    assert np.mean(got == expected) > 0.999
+    assert got.min() == -128 and got.max() == 127  # saturation at both ends
+    assert (got[unclamped > 127] == 127).all() and (got[unclamped < -128] == -128).all()
+
+
+def test_relu_and_relu6_are_the_clamp():
+    assert activation_bounds("relu", 0.1) == (0, 255)
+    assert activation_bounds("relu6", 6.0 / 255) == (0, 255)
+    assert activation_bounds("relu6", 0.05) == (0, 120)  # 6 / 0.05
+    rq = Requantize.of(np.array([0.5]), *activation_bounds("relu6", 0.05))
+    assert rq.apply(np.array([[-10], [100], [1000]])).ravel().tolist() == [0, 50, 120]
+
+
+@pytest.fixture(scope="module")
+def tiny_quantized():
+    config = ModelConfig(alpha=0.25, resolution=64)
+    net = build_network(config, seed=3)
+    data, info = calibration_inputs(None, 64, 16, seed=4)
+    return net, quantize_network(net, data, info)
+
+
+def test_scales_codes_and_biases(tiny_quantized):
+    net, q = tiny_quantized
+    assert q.input_scale > 0 and q.logits_scale > 0 and q.calibration["samples"] == 16
+    assert [c.kind for c in q.convs][:3] == [LayerKind.CONV, LayerKind.DEPTHWISE, LayerKind.POINTWISE]
+    for conv in q.convs:
+        assert conv.weight.dtype == np.int8 and conv.bias.dtype == np.int32
+        assert np.all(np.abs(conv.weight) <= 127)
+        assert np.all(np.max(np.abs(conv.weight.reshape(-1, conv.weight.shape[-1])), axis=0) == 127)  # per channel, full range
+        assert conv.requantize.low == 0 and conv.requantize.high == 255  # uint8 after ReLU
+    for before, after in zip(q.convs, q.convs[1:], strict=False):
+        assert after.input_scale == before.output_scale  # one scale per tensor
+    assert q.fc_weight.shape == (net.fc.in_features, 1000) and q.fc_requantize.low == -127
+
+
+def test_integer_reference_tracks_the_float_network(tiny_quantized):
+    import torch
+
+    net, q = tiny_quantized
+    x = np.random.default_rng(9).standard_normal((8, 3, 64, 64), dtype=np.float32)
+    with torch.no_grad():
+        exact = net(torch.from_numpy(x)).numpy()
+    assert sqnr_db(exact, q.reference(x)) > 15
+
+
+@pytest.mark.parametrize("alpha", [0.25, 0.5, 0.75, 1.0])
+def test_tvm_kernels_equal_the_integer_reference_across_alpha(alpha):
+    """Every int8 kernel kind (first conv, depthwise s1/s2, pointwise, pool, classifier) at the
+    channel counts of MobileNet α, built for this host with our default schedules."""
+    import tvm
+    from tvm import relax
+
+    from tvmc_mobilenet.compiler.passes import legalize_and_fuse, lower, schedule, simplify_for_inference
+    from tvmc_mobilenet.targets.registry import resolve_target
+
+    config = ModelConfig(alpha=alpha, resolution=64, num_classes=100)
+    net = build_network(config, seed=1)
+    data, info = calibration_inputs(None, 64, 8, seed=2)
+    q = quantize_network(net, data, info)
+    target = resolve_target("host").tvm_target()
+    mod = schedule(legalize_and_fuse(simplify_for_inference(q.relax_module()), target), target)
+    vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=lower(target)), tvm.cpu())
+    x = np.random.default_rng(5).standard_normal(config.input_shape, dtype=np.float32)
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    expected = q.reference(x)
+    assert np.max(np.abs(got - expected)) <= q.logits_scale * (1 + 1e-6)  # ±1 quantum of the int8 logits
