@@ -26,7 +26,6 @@ import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
-from tvmc_mobilenet.options import ModelOptions, TargetOptions
 
 BATCHES = (1, 32)
 
@@ -103,6 +102,7 @@ def main() -> int:
     import torch
 
     from tvmc_mobilenet.build import BuildConfig, build_model
+    from tvmc_mobilenet.options import ModelOptions, TargetOptions
     from tvmc_mobilenet.tuning.tune import TuneConfig, tune_model
     from tvmc_mobilenet.model.network import build_network
     from tvmc_mobilenet.runtime.artifact import open_artifact

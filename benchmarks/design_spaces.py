@@ -27,7 +27,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from untuned_vs_peers import time_interleaved  # noqa: E402  (one timing method for every benchmark)
-from tvmc_mobilenet.options import ModelOptions
 
 SPACES = ("generic", "ours")
 
@@ -53,6 +52,7 @@ def main() -> int:
     args = parse_args()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     from tvmc_mobilenet.build import BuildConfig, build_model
+    from tvmc_mobilenet.options import ModelOptions
     from tvmc_mobilenet.tuning.tune import TuneConfig, tune_model
     from tvmc_mobilenet.tuning.database import open_tuning_database, tuning_curve, workload_key
     from tvmc_mobilenet.runtime.artifact import open_artifact

@@ -21,7 +21,6 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from tvmc_mobilenet.options import ModelOptions
 
 HERE = Path(__file__).resolve().parent
 
@@ -85,6 +84,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     from tvmc_mobilenet.build import BuildConfig, build_model
+    from tvmc_mobilenet.options import ModelOptions
     from tvmc_mobilenet.runtime.artifact import open_artifact
     from tvmc_mobilenet.runtime.executor import load_local
 

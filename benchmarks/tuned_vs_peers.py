@@ -26,7 +26,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from untuned_vs_peers import time_interleaved  # noqa: E402  (one timing method for both benchmarks)
-from tvmc_mobilenet.options import ModelOptions
 
 
 def parse_args() -> argparse.Namespace:
@@ -48,6 +47,7 @@ def main() -> int:
     import torch
 
     from tvmc_mobilenet.build import BuildConfig, build_model
+    from tvmc_mobilenet.options import ModelOptions
     from tvmc_mobilenet.tuning.tune import TuneConfig, tune_model
     from tvmc_mobilenet.tuning.database import open_tuning_database, tuning_curve, workload_key
     from tvmc_mobilenet.model.cost import model_cost
@@ -153,14 +153,11 @@ def _tuning_runs(work_dir: Path, model: str) -> list[dict]:
 
 
 def _failed_trials(database, tuned) -> int:
-    from tvmc_mobilenet.tuning.database import FAILED_RUN_SECONDS, workload_key
+    from tvmc_mobilenet.tuning.database import run_seconds, workload_key
 
     keys = {workload_key(o.task.mod) for o in tuned.outcomes}
-    failed = 0
-    for record in database.database.get_all_tuning_records():
-        if int(record.workload.as_json()[0]) in keys and max(float(s) for s in record.run_secs) >= FAILED_RUN_SECONDS:
-            failed += 1
-    return failed
+    records = database.database.get_all_tuning_records()
+    return sum(1 for r in records if int(r.workload.as_json()[0]) in keys and run_seconds(r.run_secs) is None)
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -20,7 +20,6 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from tvmc_mobilenet.options import ModelOptions
 
 DEFAULT_MODELS = [(1.0, 224), (0.5, 160), (0.25, 128)]
 
@@ -94,6 +93,7 @@ def main() -> int:
     import torch
 
     from tvmc_mobilenet.build import BuildConfig, build_model
+    from tvmc_mobilenet.options import ModelOptions
     from tvmc_mobilenet.model.cost import model_cost
     from tvmc_mobilenet.model.network import build_network
     from tvmc_mobilenet.runtime.artifact import open_artifact

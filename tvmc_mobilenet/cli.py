@@ -61,7 +61,7 @@ def _network_options() -> list[tuple[str, Callable]]:
                                     help="Input resolution: a multiple of 32 from 32 to 512 (ρ = resolution/224).")),
         ("variant", click.option("--variant", type=click.Choice(VARIANTS), default="mobilenet", show_default=True,
                                  help="The paper's network, or its full-conv (Table 4) / shallow (Table 5) variant.")),
-        ("num_classes", click.option("--classes", "num_classes", type=int, default=1000, show_default=True, help="Number of output classes.")),
+        ("num_classes", click.option("--classes", "num_classes", type=int, default=1000, show_default=True, help="Output classes.")),
     ]  # fmt: skip
 
 
@@ -86,8 +86,8 @@ def model_options(weights: bool):
     ]  # fmt: skip
     if weights:
         options += [
-            ("weights", click.option("--weights", type=FILE, help="PyTorch state_dict for the built-in network (default: random weights).")),
-            ("seed", click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and reference input.")),
+            ("weights", click.option("--weights", type=FILE, help="PyTorch state_dict for the built-in network (default: random).")),
+            ("seed", click.option("--seed", type=int, default=0, show_default=True, help="Seed of random weights and reference input.")),
         ]  # fmt: skip
     return _option_group("model", ModelOptions, options)
 
@@ -127,7 +127,7 @@ def timing_options(repeat: int, number: int, warmup: int):
     """--repeat, --number, --warmup (with these defaults) → ``timing``: a TimingOptions."""
     options = [
         ("repeat", click.option("--repeat", type=click.IntRange(1, 100000), default=repeat, show_default=True, help="Timed samples.")),
-        ("number", click.option("--number", type=click.IntRange(1, 100000), default=number, show_default=True, help="Runs averaged per sample.")),
+        ("number", click.option("--number", type=click.IntRange(1, 100000), default=number, show_default=True, help="Runs per sample.")),
         ("warmup", click.option("--warmup", type=click.IntRange(0, 100000), default=warmup, show_default=True, help="Untimed runs first.")),
     ]  # fmt: skip
     return _option_group("timing", TimingOptions, options)
@@ -406,8 +406,9 @@ def _print_profile(rows) -> None:
     show_default=True,
     help="Timing rounds over the whole grid; each model keeps its fastest round (other load on the machine only adds time).",
 )
+@click.option("--quantize", type=click.Choice(list(QUANTIZE_SCHEMES)), help="Quantize every model (default: none, fp32).")
 @rpc_options()
-def sweep(target, alphas, resolutions, trials_per_model, out, timing, rounds, rpc):  # fmt: skip
+def sweep(target, alphas, resolutions, trials_per_model, out, timing, rounds, quantize, rpc):  # fmt: skip
     """Build (and tune) every α × resolution model, measure them on the target, report the trade-off.
 
     Builds are recorded after every model; run the same command again to resume (built models are
@@ -425,6 +426,7 @@ def sweep(target, alphas, resolutions, trials_per_model, out, timing, rounds, rp
         rpc=rpc,
         timing=timing,
         rounds=rounds,
+        quantize=quantize,
     )
     err = _console(stderr=True)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -512,7 +514,8 @@ def device_tracker(host: str, port: int) -> int:
 @click.option("--tracker", metavar="HOST[:PORT]", default="127.0.0.1:9190", show_default=True, help="The RPC tracker.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the server listens on.")
 @click.option("--port", type=click.IntRange(1, 65534), default=9090, show_default=True)
-@click.option("--cpu", default="cortex-a72", show_default=True, help="The CPU qemu emulates (QEMU_CPU).")
+@click.option("--cpu", default="cortex-a72", show_default=True,
+              help="The CPU qemu emulates (QEMU_CPU): cortex-a72 for a Raspberry Pi 4B, cortex-a76 for a Pi 5.")  # fmt: skip
 @click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), help="The emulated device's directory.")
 def device_emulate(key: str, tracker: str, host: str, port: int, cpu: str, root: Path | None) -> int:
     """Run a stock TVM RPC server on the emulated aarch64 device (qemu), registered with a tracker;

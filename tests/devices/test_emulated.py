@@ -51,10 +51,10 @@ class Lab:
                     raise
                 time.sleep(0.2)
 
-    def server(self, key: str | None, register: bool = True) -> tuple[subprocess.Popen, int]:
+    def server(self, key: str | None, register: bool = True, cpu: str = "cortex-a72") -> tuple[subprocess.Popen, int]:
         port = free_port()
         process = start_server(
-            self.sysroot, key or "", self.tracker if register else None, port=port, log_path=self.logs / f"server-{port}.log"
+            self.sysroot, key or "", self.tracker if register else None, port=port, cpu=cpu, log_path=self.logs / f"server-{port}.log"
         )
         self.processes.append(process)
         return process, port
@@ -216,3 +216,19 @@ def test_sweep_of_two_models_measured_on_the_emulated_board(lab, tmp_path, capsy
     assert [(r["alpha"], r["resolution"]) for r in rows] == [(0.25, 64), (0.25, 32)]
     assert all(r["verification"] == "passed on the target" and r["latency_median_ms"] > 0 for r in rows)
     assert (out / "report.md").read_text().startswith("# MobileNet v1 α × resolution sweep on `rasp4b`")
+
+
+@pytest.mark.parametrize("target, cpu", [("rasp4b", "cortex-a72"), ("rasp5", "cortex-a76")])
+def test_int8_builds_verify_on_their_emulated_board(lab, tmp_path, capsys, target, cpu):
+    """The int8 module cross-built for the board gives, on the emulated board's CPU, the output
+    of the NumPy integer reference (to ±1 quantum of the int8 logits). Numerics only: emulated
+    timings say nothing about the board."""
+    server, port = lab.server(None, register=False, cpu=cpu)
+    wait_until_listening(port, server, timeout=120)
+    config = BuildConfig(
+        model=ModelOptions(alpha=0.25, resolution=96, quantize="int8"), target=TargetOptions(name=target), output=tmp_path / "q.tar"
+    )
+    assert build_model(config).verification["status"] == "skipped"  # not on this machine: on the board
+    code = main(["run", str(tmp_path / "q.tar"), "--rpc-host", "127.0.0.1", "--rpc-port", str(port)])
+    out = capsys.readouterr().out
+    assert code == 0 and "matches the reference output" in out, out

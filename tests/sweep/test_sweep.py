@@ -135,3 +135,17 @@ def test_interrupted_sweep_keeps_its_builds_and_resumes(tmp_path, monkeypatch):
     result = run_sweep(config)
     assert calls == [64, 32, 32] and result.resumed == 1
     assert [(r.resolution, r.verification) for r in result.rows] == [(64, "passed on the target"), (32, "passed on the target")]
+
+
+def test_int8_sweep_quantizes_every_model_and_keeps_it_apart(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--alphas", "0.25", "--resolutions", "32", "--out", str(out), "--repeat", "1", "--number", "1", "--rounds", "1"]
+    assert main([*args, "--quantize", "int8"]) == 0
+    payload = json.loads((out / "sweep.json").read_text())
+    assert payload["config"]["quantize"] == "int8" and payload["identity"]["quantize"] == "int8"
+    assert [r["name"] for r in payload["rows"]] == ["mobilenet_v1_0.25_32_int8"]
+    assert (out / "artifacts" / "mobilenet_v1_0.25_32_int8.tar").is_file()
+    capsys.readouterr()
+    assert main(args) == 0  # the fp32 sweep in the same --out does not reuse the int8 build
+    assert "other settings" in capsys.readouterr().err
+    assert [r["name"] for r in json.loads((out / "sweep.json").read_text())["rows"]] == ["mobilenet_v1_0.25_32"]

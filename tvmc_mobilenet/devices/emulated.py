@@ -57,10 +57,9 @@ DEB_PACKAGES = (
     "libreadline8",
 )
 #: What TVM's RPC server imports on the device (installed without dependency resolution).
-#: The device gets the same TVM and tvm-ffi as the compiler here (pinned in pyproject.toml): a
-#: runtime of another version may not load what this one builds.
+#: Besides these, the device gets the TVM and tvm-ffi installed here (:func:`wheels`): a runtime of
+#: another version may not load what this one builds.
 WHEELS = (
-    *(f"{dist}=={importlib.metadata.version(dist)}" for dist in ("apache-tvm", "apache-tvm-ffi")),
     "numpy",
     "ml_dtypes",
     "typing_extensions",
@@ -69,6 +68,22 @@ WHEELS = (
     "tornado",
 )
 WHEEL_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
+
+
+def wheels() -> tuple[str, ...]:
+    """What the device installs: this machine's TVM and tvm-ffi, pinned to the same versions, and
+    what TVM's RPC server imports."""
+    pinned = []
+    for dist in ("apache-tvm", "apache-tvm-ffi"):
+        try:
+            pinned.append(f"{dist}=={importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            raise TargetError(
+                f"the emulated device installs the {dist} this machine has, and none is installed from a wheel here"
+            ) from None
+    return (*pinned, *WHEELS)
+
+
 MARKER = "sysroot.json"
 DEFAULT_CPU = "cortex-a72"
 
@@ -130,7 +145,7 @@ def prepare_sysroot(root: Path | None = None, log: Callable[[str], None] = lambd
             'exec qemu-aarch64 -L "$here" -0 "$here/python-aarch64" "$here/usr/bin/python3.11" "$@"\n'
         )
         partial.python.chmod(0o755)
-        (partial.root / MARKER).write_text(json.dumps({"packages": DEB_PACKAGES, "wheels": WHEELS}, indent=2) + "\n")
+        (partial.root / MARKER).write_text(json.dumps({"packages": DEB_PACKAGES, "wheels": wheels()}, indent=2) + "\n")
         if sysroot.root.exists():
             shutil.rmtree(sysroot.root)
         os.replace(partial.root, sysroot.root)
@@ -165,7 +180,7 @@ def _install_wheels(site: Path, log: Callable[[str], None]) -> None:
     platforms = [arg for p in WHEEL_PLATFORMS for arg in ("--platform", p)]
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), *platforms,
-         "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", *WHEELS],
+         "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", *wheels()],
         capture_output=True,
         text=True,
         timeout=1200,

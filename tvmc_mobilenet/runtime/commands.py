@@ -45,9 +45,9 @@ def load(artifact: Artifact, rpc: RpcTarget | None) -> LoadedModel:
     return load_local(artifact) if rpc is None else load_remote(artifact, rpc)
 
 
-def load_artifact(path: Path, rpc: RpcOptions = RpcOptions()) -> LoadedArtifact:
+def load_artifact(path: Path, rpc: RpcOptions | None = None) -> LoadedArtifact:
     """Open the artifact at ``path`` and load it locally, or on the remote device ``rpc`` names."""
-    target = RpcTarget.from_options(rpc)
+    target = RpcTarget.from_options(rpc or RpcOptions())
     artifact = open_artifact(path)
     return LoadedArtifact(artifact, load(artifact, target), "local" if target is None else target.describe())
 

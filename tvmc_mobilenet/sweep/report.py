@@ -150,7 +150,8 @@ def markdown_report(result: SweepResult) -> str:
     lines = [
         f"# MobileNet v1 α × resolution sweep on `{config.target.name}`",
         "",
-        f"{len(result.rows)} models, {how}; latency: median of {config.timing.repeat} samples of {config.timing.number} runs each, batch 1, "
+        f"{len(result.rows)} models, {how}; latency: median of {config.timing.repeat} samples of {config.timing.number} runs each, "
+        "batch 1, "
         f"in the fastest of {config.rounds} rounds over the grid (rounds interleave the models, so a burst of other load "
         "on the machine does not land on one model alone).",
         "",

@@ -11,7 +11,7 @@ from typing import Any
 
 from tvmc_mobilenet.errors import BadInputError
 from tvmc_mobilenet.model.spec import validate_alpha, validate_resolution
-from tvmc_mobilenet.options import RpcOptions, TargetOptions, TimingOptions, group_from_json
+from tvmc_mobilenet.options import ModelOptions, RpcOptions, TargetOptions, TimingOptions, group_from_json
 
 RESULTS_JSON = "sweep.json"
 BUILT_JSON = "built.json"
@@ -38,6 +38,8 @@ class SweepConfig:
     rounds: int = 3
     #: Seed of the random weights and reference inputs.
     seed: int = 0
+    #: ``int8``: every model quantized (``build --quantize``), calibrated on the default samples.
+    quantize: str | None = None
 
     def __post_init__(self) -> None:
         if not self.alphas or not self.resolutions:
@@ -50,6 +52,7 @@ class SweepConfig:
             raise BadInputError(f"--trials-per-model must be 0 (untuned) or a positive integer, got {self.trials_per_model!r}")
         if not isinstance(self.rounds, int) or self.rounds < 1:
             raise BadInputError(f"--rounds must be a positive integer, got {self.rounds!r}")
+        ModelOptions(quantize=self.quantize)  # checks the scheme
 
     @property
     def grid(self) -> list[tuple[float, int]]:
@@ -60,7 +63,8 @@ class SweepConfig:
         """What must match for an earlier sweep's builds to be reused on resume."""
         t = self.target
         identity = {"target": t.name, "cuda_arch": t.cuda_arch, "trials_per_model": self.trials_per_model, "seed": self.seed}
-        return identity | ({"cuda_compiler": t.cuda_compiler} if t.cuda_compiler else {})
+        identity |= {"cuda_compiler": t.cuda_compiler} if t.cuda_compiler else {}
+        return identity | ({"quantize": self.quantize} if self.quantize else {})
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +77,7 @@ class SweepConfig:
             **self.timing.to_json(),
             "rounds": self.rounds,
             "seed": self.seed,
+            "quantize": self.quantize,
         }
 
     @classmethod
@@ -87,6 +92,7 @@ class SweepConfig:
             timing=group_from_json(TimingOptions, payload),
             rounds=payload.get("rounds", 1),
             seed=payload.get("seed", 0),
+            quantize=payload.get("quantize"),
         )
 
 

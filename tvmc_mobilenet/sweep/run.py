@@ -73,7 +73,7 @@ def run_sweep(
     transfer = _Transfer()
     grid = config.grid
     for index, (alpha, resolution) in enumerate(grid):
-        name = _model_name(alpha, resolution)
+        name = _model_name(alpha, resolution, config.quantize)
         if (alpha, resolution) in earlier:
             built.append(earlier[(alpha, resolution)])
             log(f"{name}: built in an earlier run of this sweep, kept")
@@ -87,8 +87,8 @@ def run_sweep(
     return result
 
 
-def _model_name(alpha: float, resolution: int) -> str:
-    return f"mobilenet_v1_{alpha:g}_{resolution}"
+def _model_name(alpha: float, resolution: int, quantize: str | None) -> str:
+    return ModelOptions(alpha=alpha, resolution=resolution, quantize=quantize).model_name
 
 
 def _earlier_builds(out: Path, config: SweepConfig, log) -> dict[tuple[float, int], BuiltModel]:
@@ -156,9 +156,9 @@ def _build_one(config, alpha, resolution, out: Path, transfer: _Transfer, progre
     from tvmc_mobilenet.build import BuildConfig, build_model
     from tvmc_mobilenet.model.cost import model_cost
 
-    model = ModelOptions(alpha=alpha, resolution=resolution, seed=config.seed)
+    model = ModelOptions(alpha=alpha, resolution=resolution, seed=config.seed, quantize=config.quantize)
 
-    name = _model_name(alpha, resolution)
+    name = _model_name(alpha, resolution, config.quantize)
     tuning_dir = out / TUNING_DIR
     trials_run = trials_reused = 0
     tuning_seconds = 0.0

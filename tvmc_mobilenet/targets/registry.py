@@ -108,6 +108,20 @@ TARGETS: tuple[TargetSpec, ...] = (
         **_AARCH64,
     ),
     TargetSpec(
+        name="rasp5",
+        description="Raspberry Pi 5, 64-bit OS: Cortex-A76, NEON with dot product (sdot/udot) and fp16, 4 cores",
+        tvm_target={
+            "kind": "llvm",
+            "mtriple": "aarch64-linux-gnu",
+            "mcpu": "cortex-a76",
+            "mattr": ["+neon", "+dotprod", "+fullfp16"],
+            "num-cores": 4,
+        },
+        rpc_key="rasp5",
+        threads=4,
+        **_AARCH64,
+    ),
+    TargetSpec(
         name="rasp3b",
         description="Raspberry Pi 3B, 64-bit OS: Cortex-A53, NEON, 4 cores",
         tvm_target={
