@@ -26,6 +26,7 @@ from tvmc_mobilenet.options import DEFAULT_CALIBRATION_SAMPLES, QUANTIZE_SCHEMES
 FILE = click.Path(dir_okay=False, path_type=Path)
 DIRECTORY = click.Path(file_okay=False, path_type=Path)
 VARIANTS = ["mobilenet", "full-conv", "shallow"]
+ALLOW_EMULATED_HELP = "Tune on boards that run on this machine (the emulated device) anyway: their timings are qemu's, not the board's."
 
 
 def _console(stderr: bool = False):
@@ -262,12 +263,13 @@ def build(model, target, tuning_db, no_tuning_db, no_verify, output):
     show_default=True,
     help="Design space for pointwise and depthwise kernels: ours, or MetaSchedule's generic one.",
 )
-def tune(model, target, trials, work_dir, task_kinds, resume, timeout, seed, rpc, space):  # fmt: skip
+@click.option("--allow-emulated", is_flag=True, help=ALLOW_EMULATED_HELP)
+def tune(model, target, trials, work_dir, task_kinds, resume, timeout, seed, rpc, space, allow_emulated):  # fmt: skip
     """Auto-schedule a model's kernels with MetaSchedule into the target's tuning database."""
     from tvmc_mobilenet.tuning.tune import TuneConfig, tune_model
 
     config = TuneConfig(model=model, target=target, rpc=rpc, trials=trials, work_dir=work_dir, tasks=task_kinds, resume=resume,
-                        timeout=timeout, search_seed=seed, space=space)  # fmt: skip
+                        timeout=timeout, search_seed=seed, space=space, allow_emulated=allow_emulated)  # fmt: skip
     err = _console(stderr=True)
     err.print(f"[dim]{config}[/dim]")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -407,8 +409,9 @@ def _print_profile(rows) -> None:
     help="Timing rounds over the whole grid; each model keeps its fastest round (other load on the machine only adds time).",
 )
 @click.option("--quantize", type=click.Choice(list(QUANTIZE_SCHEMES)), help="Quantize every model (default: none, fp32).")
+@click.option("--allow-emulated", is_flag=True, help=ALLOW_EMULATED_HELP)
 @rpc_options()
-def sweep(target, alphas, resolutions, trials_per_model, out, timing, rounds, quantize, rpc):  # fmt: skip
+def sweep(target, alphas, resolutions, trials_per_model, out, timing, rounds, quantize, allow_emulated, rpc):  # fmt: skip
     """Build (and tune) every α × resolution model, measure them on the target, report the trade-off.
 
     Builds are recorded after every model; run the same command again to resume (built models are
@@ -427,6 +430,7 @@ def sweep(target, alphas, resolutions, trials_per_model, out, timing, rounds, qu
         timing=timing,
         rounds=rounds,
         quantize=quantize,
+        allow_emulated=allow_emulated,
     )
     err = _console(stderr=True)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

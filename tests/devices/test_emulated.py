@@ -154,6 +154,7 @@ def test_remote_tuning_writes_records_that_a_rasp4b_build_applies(lab, tmp_path)
             tasks="pointwise",
             work_dir=work,
             timeout=300,
+            allow_emulated=True,  # the tuning path is what is tested here, not the board's speed
         )
     )
     assert result.trials_run >= 4
@@ -184,6 +185,7 @@ def test_device_lost_mid_tune_keeps_every_record(lab, tmp_path, fault_ledger):
         tasks="pointwise",
         work_dir=work,
         timeout=60,
+        allow_emulated=True,
     )
 
     def kill_after_first_records():
@@ -232,3 +234,14 @@ def test_int8_builds_verify_on_their_emulated_board(lab, tmp_path, capsys, targe
     code = main(["run", str(tmp_path / "q.tar"), "--rpc-host", "127.0.0.1", "--rpc-port", str(port)])
     out = capsys.readouterr().out
     assert code == 0 and "matches the reference output" in out, out
+
+
+@pytest.mark.faults("bad_input")
+def test_tuning_on_the_emulated_board_is_refused_unless_asked(lab, tmp_path, capsys):
+    args = ["tune", "-a", "0.25", "-r", "32", "--target", "rasp4b", "--trials", "2", "--tasks", "pointwise", "--work-dir", str(tmp_path / "db"),
+            *tracker_args(lab)]  # fmt: skip
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "runs on this machine" in err and "timings are qemu's, not the board's" in err and "--allow-emulated" in err
+    assert not (tmp_path / "db" / RECORD_FILE).exists() or (tmp_path / "db" / RECORD_FILE).read_text() == ""  # nothing tuned

@@ -139,3 +139,24 @@ def test_server_killed_mid_bench_is_a_clear_error_within_the_timeout(capsys, tin
     assert code == 6, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: ") and f"server 127.0.0.1:{port}" in last, err
+
+
+@pytest.mark.timeout(120)
+def test_a_server_started_here_is_recognised_as_running_on_this_machine():
+    """What tune uses to refuse an emulated board: the server's workspace is on this disk."""
+    from tvmc_mobilenet.runtime.rpc import runs_on_this_machine
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until_listening(port, server)
+        session = open_session(RpcTarget(host="127.0.0.1", port=port))
+        assert runs_on_this_machine(session, timeout=30)
+        del session
+    finally:
+        stop(server)

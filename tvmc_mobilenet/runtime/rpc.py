@@ -13,6 +13,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from tvmc_mobilenet.errors import BadInputError, RpcError, message_line
@@ -139,6 +140,23 @@ def tracker_summary(host: str, port: int, timeout: float) -> dict[str, Any]:
 def servers_for_key(summary: dict[str, Any], key: str) -> int:
     """How many servers are registered under ``key`` (tracker entries look like ``server:rasp4b``)."""
     return sum(1 for info in summary.get("server_info", []) if str(info.get("key", "")).split(":", 1)[-1] == key)
+
+
+def runs_on_this_machine(session, timeout: float) -> bool:
+    """Whether the RPC server behind ``session`` runs on this machine: a file it writes into its
+    workspace shows up on this machine's disk. A board's server answers no; an emulated board's
+    (qemu user mode shares the host's file system) or any server started here answers yes."""
+    import secrets
+
+    token = secrets.token_hex(16)
+    name = f"tvmc_mobilenet_probe_{token}"
+    bounded(lambda: session.upload(bytearray(token.encode()), name), timeout, "writing a probe file on the device")
+    try:
+        remote_path = bounded(lambda: session.get_function("tvm.rpc.server.workpath")(name), timeout, "asking for the device's workspace")
+        local = Path(str(remote_path))
+        return local.is_file() and local.read_bytes() == token.encode()
+    finally:
+        bounded(lambda: session.remove(name), timeout, "removing the probe file")
 
 
 def open_session(rpc: RpcTarget):

@@ -40,6 +40,8 @@ class SweepConfig:
     seed: int = 0
     #: ``int8``: every model quantized (``build --quantize``), calibrated on the default samples.
     quantize: str | None = None
+    #: Tune on an emulated board all the same (see ``TuneConfig.allow_emulated``).
+    allow_emulated: bool = False
 
     def __post_init__(self) -> None:
         if not self.alphas or not self.resolutions:
@@ -78,6 +80,7 @@ class SweepConfig:
             "rounds": self.rounds,
             "seed": self.seed,
             "quantize": self.quantize,
+            "allow_emulated": self.allow_emulated,
         }
 
     @classmethod
@@ -93,6 +96,7 @@ class SweepConfig:
             rounds=payload.get("rounds", 1),
             seed=payload.get("seed", 0),
             quantize=payload.get("quantize"),
+            allow_emulated=payload.get("allow_emulated", False),
         )
 
 

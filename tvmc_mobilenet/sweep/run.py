@@ -174,6 +174,7 @@ def _build_one(config, alpha, resolution, out: Path, transfer: _Transfer, progre
                 trials=config.trials_per_model,
                 work_dir=tuning_dir,
                 search_seed=config.seed + 1,
+                allow_emulated=config.allow_emulated,
             ),
             log=lambda m: log(f"{name}: {m}"),
         )

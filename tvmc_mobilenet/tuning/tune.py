@@ -55,6 +55,9 @@ class TuneConfig:
     #: Design space for pointwise and depthwise kernels: ``ours`` (schedules/) or MetaSchedule's
     #: ``generic`` one (as every other kernel gets), e.g. to compare the two.
     space: str = "ours"
+    #: Tune on boards that run on this machine (the emulated device) all the same: its timings are
+    #: qemu's, not the board's, so by default such a tune is refused.
+    allow_emulated: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
@@ -337,6 +340,8 @@ def _measurement(target: ResolvedTarget, rpc, config: TuneConfig, log) -> _Measu
     boards = servers_for_key(tracker_summary(rpc.tracker_host, rpc.tracker_port, rpc.connect_timeout), rpc.key)
     if boards == 0:
         raise RpcError(f"no device is registered under {rpc.describe()}; start its RPC server first")
+    if not config.allow_emulated:
+        _refuse_emulated(target, rpc)
     log(f"measuring on {boards} device(s) under {rpc.describe()}, building here with {target.spec.cross_compiler}")
     cross = target.spec.cross_compiler
 
@@ -353,6 +358,24 @@ def _measurement(target: ResolvedTarget, rpc, config: TuneConfig, log) -> _Measu
         lambda: rpc_runner(rpc, config.timeout, max_workers=boards),
         device_check,
     )
+
+
+def _refuse_emulated(target: ResolvedTarget, rpc) -> None:
+    """Refuse to tune on a device that runs on this machine: an emulated board's timings are
+    qemu's, and the records they choose would mislead every later build for the real board."""
+    from tvmc_mobilenet.runtime.rpc import open_session, runs_on_this_machine
+
+    session = open_session(rpc)
+    try:
+        emulated = runs_on_this_machine(session, rpc.connect_timeout)
+    finally:
+        del session  # the board's server serves one session at a time
+    if emulated:
+        raise TargetError(
+            f"the device under {rpc.describe()} runs on this machine (its RPC workspace is on this machine's disk): an "
+            f"emulated {target.name}, whose timings are qemu's, not the board's, so the schedules tuned on it would "
+            "mislead every build for the real board; tune on the board, or give --allow-emulated to tune on it anyway"
+        )
 
 
 def _run_search(config: TuneConfig, tasks: list[Task], database, remaining: int, measure: _Measurement, progress, stop) -> None:
