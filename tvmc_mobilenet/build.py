@@ -35,6 +35,8 @@ from tvmc_mobilenet.targets.registry import Device, Measure, ResolvedTarget, req
 from tvmc_mobilenet.targets.toolchain import CudaCompiler, cuda_compiler_for
 
 LIBRARY_FILE = "model.so"
+#: What relax.transform.SplitLayoutRewritePreproc appends to a kernel whose weights it repacks.
+PREPACKED_SUFFIX = "_prepacked"
 
 
 @dataclass(frozen=True)
@@ -237,16 +239,19 @@ def _compile(mod, tvm_target, database):
     scheduled = schedule(fused, tvm_target, database.database if database else None)
     calls = kernel_calls(scheduled)
     kernels = []
-    for name, (kind, shape) in kinds.items():
-        if not calls.get(name):
+    for called in sorted(calls):
+        # A kernel whose weights are repacked at compile time is called as NAME_prepacked.
+        name = called.removesuffix(PREPACKED_SUFFIX) if called not in kinds else called
+        if name not in kinds:
             continue
-        final = scheduled[name]  # a tuned kernel may take its weights in another layout
+        kind, shape = kinds[name]
+        final = scheduled[called]  # it takes its weights in the repacked layout
         kernels.append(
             {
-                "name": name,
+                "name": called,
                 "kind": kind.value,
                 "shape": shape,
-                "calls": calls[name],
+                "calls": calls[called],
                 "args": [[[int(d) for d in p.shape], str(p.dtype)] for p in final.params],
             }
         )

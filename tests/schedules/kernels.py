@@ -92,7 +92,7 @@ def design_space_samples(func: tvm.tirx.PrimFunc, target: tvm.target.Target, cou
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
-    from tvmc_mobilenet.tuning.measure import register_tensor_intrinsics
+    from tvmc_mobilenet.schedules.intrinsics import register_tensor_intrinsics
     from tvmc_mobilenet.schedules import register_design_spaces
 
     register_tensor_intrinsics(target)  # as tune does: MetaSchedule's CUDA rules look them up

@@ -56,7 +56,7 @@ def test_cpu_intrinsics_without_the_other_backends():
         """
         import sys, time
         import tvm
-        from tvmc_mobilenet.tuning.measure import register_cpu_tensor_intrinsics
+        from tvmc_mobilenet.schedules.intrinsics import register_cpu_tensor_intrinsics
         start = time.time()
         register_cpu_tensor_intrinsics()
         import tvm.s_tir.tensor_intrin  # what MetaSchedule's TuneContext does

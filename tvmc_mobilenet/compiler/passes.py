@@ -162,12 +162,14 @@ def schedule(fused: tvm.IRModule, target: tvm.target.Target, database=None) -> t
     with target, database if database is not None else contextlib.nullcontext():
         passes = []  # made inside the context: MetaScheduleApplyDatabase reads the current target
         if database is not None:
-            passes += [
-                relax.transform.MetaScheduleApplyDatabase(enable_warning=False),
-                relax.transform.SplitLayoutRewritePreproc(),
-                relax.transform.FoldConstant(),
-            ]
-        passes.append(default_schedule_pass(target))
+            passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
+        passes += [
+            default_schedule_pass(target),
+            # Weight repacking (a tuned kernel's, or a default schedule's such as the VNNI one) split
+            # out and evaluated on the constant weights at compile time.
+            relax.transform.SplitLayoutRewritePreproc(),
+            relax.transform.FoldConstant(),
+        ]
         return tvm.transform.Sequential(passes)(fused)
 
 

@@ -29,8 +29,9 @@ def _cpu_rules() -> list:
     from tvmc_mobilenet.schedules.cpu.depthwise import Depthwise
     from tvmc_mobilenet.schedules.cpu.generic import ParallelVectorize
     from tvmc_mobilenet.schedules.cpu.pointwise import Pointwise
+    from tvmc_mobilenet.schedules.cpu.pointwise_vnni import PointwiseVnni
 
-    return [Pointwise(), Depthwise(), ParallelVectorize()]
+    return [PointwiseVnni(), Pointwise(), Depthwise(), ParallelVectorize()]
 
 
 def _cuda_rules() -> list:
@@ -78,8 +79,15 @@ def default_schedule(func, target: tvm.target.Target):
 def _cpu_spaces() -> dict[str, Callable]:
     from tvmc_mobilenet.schedules.cpu.depthwise import Depthwise
     from tvmc_mobilenet.schedules.cpu.pointwise import Pointwise
+    from tvmc_mobilenet.schedules.cpu.pointwise_vnni import PointwiseVnni, has_vnni, is_u8_i8_conv
 
-    return {POINTWISE_SPACE: Pointwise().design_space, DEPTHWISE_SPACE: Depthwise().design_space}
+    def pointwise_space(target):
+        """int8 kernels on a VNNI CPU get the vpdpbusd space, the others the fp32 one."""
+        int8, fp32 = PointwiseVnni().design_space(target), Pointwise().design_space(target)
+        vnni = has_vnni(target)
+        return lambda sch, block: (int8 if vnni and is_u8_i8_conv(sch, block) else fp32)(sch, block)
+
+    return {POINTWISE_SPACE: pointwise_space, DEPTHWISE_SPACE: Depthwise().design_space}
 
 
 def _cuda_spaces() -> dict[str, Callable]:

@@ -249,6 +249,10 @@ def open_tuning_database(path: Path, *, create: bool = False, writer: bool = Fal
 def _load_json_database(files: Path, path: Path):
     from tvm.s_tir import meta_schedule as ms
 
+    from tvmc_mobilenet.schedules.intrinsics import register_schedule_intrinsics
+
+    register_schedule_intrinsics()  # the records' traces name our tensor intrinsics
+
     try:
         return ms.database.JSONDatabase(
             path_workload=str(files / WORKLOAD_FILE),

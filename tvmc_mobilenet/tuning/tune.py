@@ -381,7 +381,7 @@ def _refuse_emulated(target: ResolvedTarget, rpc) -> None:
 def _run_search(config: TuneConfig, tasks: list[Task], database, remaining: int, measure: _Measurement, progress, stop) -> None:
     from tvm.s_tir import meta_schedule as ms
 
-    from tvmc_mobilenet.tuning.measure import register_tensor_intrinsics
+    from tvmc_mobilenet.schedules.intrinsics import register_tensor_intrinsics
     from tvmc_mobilenet.schedules import register_design_spaces
     from tvmc_mobilenet.schedules.spaces import design_space
     from tvmc_mobilenet.tuning.search import batchwise_gradient, evolutionary_search, plan_budget, stoppable

@@ -44,6 +44,10 @@ class NhwcConvRule(ScheduleRule):
     def matches(self, conv: ConvNhwc) -> bool:
         raise NotImplementedError
 
+    def applies(self, sch: s_tir.Schedule, block, conv: ConvNhwc, target: Target) -> bool:
+        """Whether this rule schedules the kernel (by default: whether it :meth:`matches` its shape)."""
+        return self.matches(conv)
+
     def schedule(self, sch: s_tir.Schedule, block, conv: ConvNhwc, unit: VectorUnit, cores: int, search: bool):
         """Schedule the kernel around ``block``; returns its epilogue block (None without one)."""
         raise NotImplementedError
@@ -53,7 +57,7 @@ class NhwcConvRule(ScheduleRule):
             return None
         sch = s_tir.Schedule(func)
         found = find_conv_nhwc(sch)
-        if found is None or not self.matches(found[1]):
+        if found is None or not self.applies(sch, *found, target):
             return None
         self.schedule(sch, *found, vector_unit(target), target_cores(target), search=False)
         return sch
