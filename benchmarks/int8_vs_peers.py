@@ -14,7 +14,7 @@ The peers' models are made here, as their users make them:
 
 TensorFlow and LiteRT are benchmark dependencies, not the tool's:
 
-    pip install tensorflow-cpu ai-edge-litert
+    pip install -e '.[peers]'        # tensorflow-cpu and ai-edge-litert
     python benchmarks/int8_vs_peers.py [--models 1-224,0.5-160,0.25-128] [--trials 0] [--threads 2]
 """
 
@@ -139,7 +139,7 @@ def main() -> int:
 
         litert_missing = None
     except ImportError as exc:
-        litert_missing = f"LiteRT peers skipped: {exc} (pip install tensorflow-cpu ai-edge-litert)"
+        litert_missing = f"LiteRT peers skipped: {exc} (pip install -e '.[peers]')"
         print(litert_missing, file=sys.stderr)
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
