@@ -204,8 +204,9 @@ def main() -> int:
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    from tvmc_mobilenet.files import write_json
+
+    write_json(args.out, payload)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import platform
 import statistics
@@ -173,8 +172,9 @@ def main() -> int:
         },
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    from tvmc_mobilenet.files import write_json
+
+    write_json(args.out, payload)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -54,6 +54,20 @@ def wait_until_listening(port: int, process=None, timeout: float = 60.0, host: s
         time.sleep(0.2)
 
 
+def start_local_rpc_server(port: int):
+    """TVM's stock RPC server on loopback (in its own session, so that ``stop`` ends it and its
+    workers by PID); wait for it with :func:`wait_until_listening`."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 @functools.cache
 def has_aarch64_cross_compiler() -> bool:
     return shutil.which("aarch64-linux-gnu-g++") is not None

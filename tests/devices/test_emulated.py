@@ -238,8 +238,23 @@ def test_int8_builds_verify_on_their_emulated_board(lab, tmp_path, capsys, targe
 
 @pytest.mark.faults("bad_input")
 def test_tuning_on_the_emulated_board_is_refused_unless_asked(lab, tmp_path, capsys):
-    args = ["tune", "-a", "0.25", "-r", "32", "--target", "rasp4b", "--trials", "2", "--tasks", "pointwise", "--work-dir", str(tmp_path / "db"),
-            *tracker_args(lab)]  # fmt: skip
+    work = str(tmp_path / "db")
+    args = [
+        "tune",
+        "-a",
+        "0.25",
+        "-r",
+        "32",
+        "--target",
+        "rasp4b",
+        "--trials",
+        "2",
+        "--tasks",
+        "pointwise",
+        "--work-dir",
+        work,
+        *tracker_args(lab),
+    ]
     code = main(args)
     err = capsys.readouterr().err
     assert code == 3, err

@@ -1,7 +1,5 @@
 """Remote-device plumbing without a device: options, deadlines, tracker errors."""
 
-import subprocess
-import sys
 import threading
 import time
 
@@ -12,7 +10,7 @@ from tvmc_mobilenet.devices.emulated import start_tracker, stop, wait_for_server
 from tvmc_mobilenet.errors import BadInputError, RpcError
 from tvmc_mobilenet.runtime.rpc import RpcTarget, bounded, open_session, parse_address, tracker_summary
 
-from tests.helpers import free_port, wait_until_listening
+from tests.helpers import free_port, start_local_rpc_server, wait_until_listening
 
 
 @pytest.fixture(scope="module")
@@ -120,12 +118,7 @@ def test_server_killed_mid_bench_is_a_clear_error_within_the_timeout(capsys, tin
     from tvmc_mobilenet.cli import main
 
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    server = start_local_rpc_server(port)
     killer = threading.Timer(8, stop, args=(server,))  # the bench of 10^6 runs takes minutes
     try:
         wait_until_listening(port, server)
@@ -147,12 +140,7 @@ def test_a_server_started_here_is_recognised_as_running_on_this_machine():
     from tvmc_mobilenet.runtime.rpc import runs_on_this_machine
 
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    server = start_local_rpc_server(port)
     try:
         wait_until_listening(port, server)
         session = open_session(RpcTarget(host="127.0.0.1", port=port))
