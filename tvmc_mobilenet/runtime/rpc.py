@@ -41,10 +41,10 @@ class RpcTarget:
     def from_options(cls, options: RpcOptions, *, call_timeout: float | None = None, connect_timeout: float = 30.0) -> RpcTarget | None:
         """Check the command's RPC options; None when none was given (run here). ``call_timeout``
         defaults to the options' own ``timeout``."""
+        if not options.given:
+            return None
         tracker, key, host, port = options.tracker, options.key, options.host, options.port
         call_timeout = options.timeout if call_timeout is None else call_timeout
-        if tracker is None and host is None and port is None and key is None:
-            return None
         if tracker is not None and (host is not None or port is not None):
             raise BadInputError("give either --rpc-tracker (with --rpc-key) or --rpc-host/--rpc-port, not both")
         if tracker is not None:
