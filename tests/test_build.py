@@ -225,7 +225,7 @@ def test_int8_build_records_its_quantization_and_verifies_exactly(tmp_path):
     assert m["model"]["name"] == "mobilenet_v1_0.25_96_int8" and m["model"]["quantize"] == "int8"
     q = m["quantization"]
     assert q["scheme"] == "int8" and q["calibration"]["images"] == 3 and q["calibration"]["source"] == str(calibration)
-    assert len(q["layers"]) == 27 and all(len(layer["multipliers"]) == len(layer["weight_scales"]) for layer in q["layers"])
+    assert len(q["layers"]) == 27 and all(len(layer["requantize_scales"]) == len(layer["weight_scales"]) for layer in q["layers"])
     assert 0 <= q["against_fp32"]["top1_agreement"] <= 1 and q["against_fp32"]["samples"] == 16
     assert any("int8 against fp32" in line and "SQNR" in line for line in lines)
     v = result.verification

@@ -1,4 +1,4 @@
-"""int8 post-training quantization: fixed-point requantization, scales, saturation, ReLU6, and the
+"""int8 post-training quantization: float32 requantization, scales, saturation, ReLU6, and the
 integer graph in TVM against the same graph executed by NumPy at MobileNet shapes across α."""
 
 from __future__ import annotations
@@ -7,35 +7,30 @@ import numpy as np
 import pytest
 
 from tvmc_mobilenet.compiler.calibration import calibration_inputs
-from tvmc_mobilenet.compiler.quantize import Requantize, activation_bounds, fixed_point, quantize_network, sqnr_db
+from tvmc_mobilenet.compiler.quantize import Requantize, activation_bounds, quantize_network, sqnr_db
 from tvmc_mobilenet.model.network import build_network
 from tvmc_mobilenet.model.spec import LayerKind, ModelConfig
 
 
-def test_fixed_point_multipliers_are_exact_to_31_bits():
-    real = np.concatenate([np.geomspace(1e-7, 0.999, 500), [0.5, 0.25, 1 - 1e-12]])
-    m, k = fixed_point(real)
-    assert np.all(m >= 1 << 30) and np.all(m < 1 << 31) and np.all(k >= 1)
-    assert np.max(np.abs(m * 2.0 ** (-k.astype(float)) / real - 1)) <= 2.0**-31
-    m1, k1 = fixed_point(np.array([1 - 1e-12]))  # rounds up to 2^31: carried into the exponent
-    assert int(m1[0]) == 1 << 30 and int(k1[0]) == 30
-    with pytest.raises(ValueError):
-        fixed_point(np.array([0.0]))
-
-
-def test_requantization_matches_a_float_reference_and_saturates():
+def test_requantization_is_float32_round_half_even_and_saturates():
     rng = np.random.default_rng(0)
     real = rng.uniform(1e-4, 0.05, 64)
     acc = rng.integers(-(1 << 20), 1 << 20, (1000, 64))
     rq = Requantize.of(real, -128, 127)
+    assert rq.scale.dtype == np.float32
     got = rq.apply(acc)
-    exact = acc * real
-    unclamped = np.floor(exact + 0.5)
+    unclamped = np.rint(acc * real)  # the exact product, rounded once
     expected = np.clip(unclamped, -128, 127)
-    assert np.max(np.abs(got - expected)) <= 1  # the multiplier's 2^-31 error can move a tie
+    assert np.max(np.abs(got - expected)) <= 1  # float32's scale and product can move a tie
     assert np.mean(got == expected) > 0.999
     assert got.min() == -128 and got.max() == 127  # saturation at both ends
     assert (got[unclamped > 127] == 127).all() and (got[unclamped < -128] == -128).all()
+    halves = Requantize.of(np.array([0.5]), 0, 255).apply(np.array([[1], [3], [5], [-1]]))
+    assert halves.ravel().tolist() == [0, 2, 2, 0]  # ties to even, as the module's nearbyint
+    with pytest.raises(ValueError):
+        Requantize.of(np.array([0.0]), 0, 255)
+    with pytest.raises(ValueError):
+        rq.apply(np.full((1, 64), 1 << 31))  # the module's accumulators are int32
 
 
 def test_relu_and_relu6_are_the_clamp():
