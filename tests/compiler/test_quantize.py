@@ -96,27 +96,29 @@ def test_tvm_kernels_equal_the_integer_reference_across_alpha(alpha):
     assert np.max(np.abs(got - expected)) <= q.logits_scale * (1 + 1e-6)  # ±1 quantum of the int8 logits
 
 
-def test_int8_pointwise_kernels_use_vnni_where_the_cpu_has_it(tmp_path):
-    """On an AVX-512 VNNI host the pointwise kernels are vpdpbusd register tiles (schedules/cpu/
-    pointwise_vnni.py), and the module still equals the integer reference."""
+def test_int8_dense_kernels_use_vnni_where_the_cpu_has_it(tmp_path):
+    """On an AVX-512 VNNI host the pointwise kernels and the first 3×3 convolution are vpdpbusd
+    register tiles (schedules/cpu/conv_vnni.py), and the module still equals the integer
+    reference. (α 0.5: the first convolution's 16 channels fill one vpdpbusd; at α 0.25 it has 8
+    and keeps the generic schedule.)"""
     import re
     import tarfile
 
     from tvmc_mobilenet.build import BuildConfig, build_model
     from tvmc_mobilenet.options import ModelOptions
-    from tvmc_mobilenet.schedules.cpu.pointwise_vnni import has_vnni
+    from tvmc_mobilenet.schedules.cpu.conv_vnni import has_vnni
     from tvmc_mobilenet.targets.registry import resolve_target
 
     if not has_vnni(resolve_target("host").tvm_target()):
         pytest.skip("this CPU has no AVX-512 VNNI")
-    result = build_model(BuildConfig(model=ModelOptions(alpha=0.25, resolution=64, quantize="int8"), output=tmp_path / "q.tar"))
+    result = build_model(BuildConfig(model=ModelOptions(alpha=0.5, resolution=64, quantize="int8"), output=tmp_path / "q.tar"))
     assert result.verification["max_abs_error"] == 0
-    pointwise = [k for k in result.manifest["kernels"] if k["kind"] == "pointwise"]
-    assert sum(k["calls"] for k in pointwise) == 13  # every layer's, with its weights repacked at compile time
-    assert all(k["name"].endswith("_prepacked") for k in pointwise)
+    dense = [k for k in result.manifest["kernels"] if k["kind"] in ("pointwise", "conv")]
+    assert sum(k["calls"] for k in dense) == 14  # every layer's, with its weights repacked at compile time
+    assert all(k["name"].endswith("_prepacked") for k in dense)
     with tarfile.open(result.artifact_path) as tar:
         (tmp_path / "model.so").write_bytes(tar.extractfile("model.so").read())
     import subprocess
 
     disassembly = subprocess.run(["objdump", "-d", str(tmp_path / "model.so")], capture_output=True, text=True, timeout=120).stdout
-    assert len(re.findall(r"\bvpdpbusd\b", disassembly)) >= len(pointwise)
+    assert len(re.findall(r"\bvpdpbusd\b", disassembly)) >= len(dense)

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 
 INT8_MAX = 127
 UINT8_MAX = 255
+#: The first convolution reads the int8 input codes + 128 as uint8 (the unsigned × signed operand
+#: order of x86's ``vpdpbusd``), with its channels padded to one 4-byte group.
+INPUT_OFFSET = 128
+INPUT_CHANNEL_GROUP = 4
 
 
 @dataclass(frozen=True)
@@ -156,10 +160,10 @@ class QuantizedNetwork:
     # -- the integer graph in NumPy ------------------------------------------------------------
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """float32 NCHW → int8 codes NHWC (as int64): ``clamp(floor(x / s + 0.5), -127, 127)``,
+        """float32 NCHW → int8 codes NHWC (as int64): ``clamp(round_half_even(x · (1/s)), -127, 127)``,
         in float32 as the module computes it."""
         t = np.transpose(np.asarray(x, dtype=np.float32), (0, 2, 3, 1))
-        q = np.floor(t * np.float32(1.0 / self.input_scale) + np.float32(0.5))
+        q = np.rint(t * np.float32(1.0 / self.input_scale))
         return np.clip(q, -INT8_MAX, INT8_MAX).astype(np.int64)
 
     def reference(self, x: np.ndarray) -> np.ndarray:
@@ -193,10 +197,14 @@ class QuantizedNetwork:
         data = relax.Var("input", relax.TensorType(self.config.input_shape, "float32"))
         with bb.function("main", [data]):
             with bb.dataflow():
-                x = bb.emit(relax.op.permute_dims(data, [0, 2, 3, 1]))
-                x = relax.op.add(relax.op.multiply(x, const(np.float32(1.0 / self.input_scale))), const(np.float32(0.5)))
-                x = bb.emit(relax.op.astype(relax.op.clip(relax.op.floor(x), -INT8_MAX, INT8_MAX), "int8"))
-                for conv in self.convs:
+                first, *rest = self.convs
+                x = bb.emit(self._input_codes(data, first.padding, const))
+                weight, bias = self._offset_first_conv(first)
+                acc = relax.op.nn.conv2d(
+                    x, const(weight), strides=first.stride, padding=0, data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32"
+                )
+                x = bb.emit(requantize(acc, bias, first.requantize, "uint8"))
+                for conv in rest:
                     p = conv.padding
                     acc = relax.op.nn.conv2d(x, const(conv.weight), strides=conv.stride, padding=(p, p, p, p), groups=conv.groups,
                                              data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")  # fmt: skip
@@ -210,6 +218,31 @@ class QuantizedNetwork:
                 out = bb.emit_output(relax.op.multiply(relax.op.astype(logits, "float32"), const(np.float32(self.logits_scale))))
             bb.emit_func_output(out)
         return bb.get()
+
+    def _input_codes(self, data, padding: int, const):
+        """The input as the first convolution reads it: NHWC uint8 codes offset by 128 (the int8
+        code + 128), padded by ``padding`` pixels of 128 (a real 0) on each side and with a fourth
+        channel, so that each pixel is one 4-byte group of the dot-product instructions."""
+        from tvm import relax
+
+        x = relax.op.permute_dims(data, [0, 2, 3, 1])
+        x = relax.op.round(relax.op.multiply(x, const(np.float32(1.0 / self.input_scale))))  # half to even
+        x = relax.op.add(relax.op.clip(x, -INT8_MAX, INT8_MAX), const(np.float32(INPUT_OFFSET)))
+        x = relax.op.astype(x, "uint8")
+        return relax.op.nn.pad(
+            x, [0, 0, padding, padding, padding, padding, 0, INPUT_CHANNEL_GROUP - self.config.input_shape[1]], pad_value=INPUT_OFFSET
+        )
+
+    @staticmethod
+    def _offset_first_conv(conv: QuantizedConv) -> tuple[np.ndarray, np.ndarray]:
+        """The first convolution's weights with a zero fourth input channel, and its bias less
+        128 · Σw, which takes the input offset out again: the accumulators equal those of the int8
+        convolution (:meth:`reference` computes that one)."""
+        kh, kw, c, f = conv.weight.shape
+        weight = np.zeros((kh, kw, INPUT_CHANNEL_GROUP, f), dtype=np.int8)
+        weight[:, :, :c] = conv.weight
+        offset = INPUT_OFFSET * conv.weight.astype(np.int64).sum(axis=(0, 1, 2))
+        return weight, (conv.bias.astype(np.int64) - offset).astype(np.int32)
 
     def to_json(self) -> dict[str, Any]:
         """The manifest's record: the scheme, the calibration and every scale."""

@@ -29,9 +29,9 @@ def _cpu_rules() -> list:
     from tvmc_mobilenet.schedules.cpu.depthwise import Depthwise
     from tvmc_mobilenet.schedules.cpu.generic import ParallelVectorize
     from tvmc_mobilenet.schedules.cpu.pointwise import Pointwise
-    from tvmc_mobilenet.schedules.cpu.pointwise_vnni import PointwiseVnni
+    from tvmc_mobilenet.schedules.cpu.conv_vnni import ConvVnni
 
-    return [PointwiseVnni(), Pointwise(), Depthwise(), ParallelVectorize()]
+    return [ConvVnni(), Pointwise(), Depthwise(), ParallelVectorize()]
 
 
 def _cuda_rules() -> list:
@@ -79,11 +79,11 @@ def default_schedule(func, target: tvm.target.Target):
 def _cpu_spaces() -> dict[str, Callable]:
     from tvmc_mobilenet.schedules.cpu.depthwise import Depthwise
     from tvmc_mobilenet.schedules.cpu.pointwise import Pointwise
-    from tvmc_mobilenet.schedules.cpu.pointwise_vnni import PointwiseVnni, has_vnni, is_u8_i8_conv
+    from tvmc_mobilenet.schedules.cpu.conv_vnni import ConvVnni, has_vnni, is_u8_i8_conv
 
     def pointwise_space(target):
         """int8 kernels on a VNNI CPU get the vpdpbusd space, the others the fp32 one."""
-        int8, fp32 = PointwiseVnni().design_space(target), Pointwise().design_space(target)
+        int8, fp32 = ConvVnni().design_space(target), Pointwise().design_space(target)
         vnni = has_vnni(target)
         return lambda sch, block: (int8 if vnni and is_u8_i8_conv(sch, block) else fp32)(sch, block)
 

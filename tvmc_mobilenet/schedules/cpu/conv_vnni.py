@@ -1,10 +1,12 @@
-"""int8 pointwise 1×1 convolution on x86 with AVX-512 VNNI: ``vpdpbusd`` register tiles.
+"""int8 dense convolutions on x86 with AVX-512 VNNI: ``vpdpbusd`` register tiles.
 
-The kernel is the GEMM ``acc[p, f] += in[p, c] · W[c, f]`` on uint8 activations and int8 weights
-(compiler/quantize.py). One ``vpdpbusd`` multiplies 4 consecutive input channels of one pixel
+They are MobileNet's pointwise 1×1 convolutions, the GEMM ``acc[p, f] += in[p, c] · W[c, f]`` on
+uint8 activations and int8 weights (compiler/quantize.py), and its first 3×3 convolution, whose
+input the quantizer pads to 4 channels (one 4-byte group per pixel) and to its border, so that
+each of the 9 taps is one more step of the same reduction. One ``vpdpbusd`` multiplies 4 consecutive input channels of one pixel
 (broadcast to every lane) by a 16 × 4 block of weights and adds the 16 products' sums into 16
 int32 accumulators: 64 multiply-adds per instruction, against 16 for an fp32 FMA. The weights are
-repacked once, at compile time, from HWIO to ``[f/16][c/4][16][4]`` so that each such block is one
+repacked once, at compile time, from HWIO to ``[kh][kw][f/16][c/4][16][4]`` so that each such block is one
 64-byte load (a layout-rewrite block that the build splits out and evaluates on the constant
 weights). A register tile is ``pixels`` pixels of an output row × ``vectors`` blocks of 16 output
 channels; the requantization epilogue runs on the tile before it is stored.
@@ -46,8 +48,8 @@ def default_tile(conv: ConvNhwc) -> tuple[int, int]:
     return pixels, vectors
 
 
-def schedule_pointwise_vnni(sch: s_tir.Schedule, conv_block, conv: ConvNhwc, cores: int, search: bool = False):
-    """Schedule the int8 pointwise kernel in ``sch``; returns its epilogue block (or None)."""
+def schedule_conv_vnni(sch: s_tir.Schedule, conv_block, conv: ConvNhwc, cores: int, search: bool = False):
+    """Schedule the int8 dense convolution in ``sch``; returns its epilogue block (or None)."""
     epilogue = inline_around(sch, conv_block)
     packed = sch.cache_read(conv_block, 1, "global")
     sch.transform_layout(packed, ("write", 0), lambda kh, kw, c, f: (kh, kw, f // LANES, c // GROUP, f % LANES, c % GROUP))
@@ -78,18 +80,18 @@ def schedule_pointwise_vnni(sch: s_tir.Schedule, conv_block, conv: ConvNhwc, cor
     return epilogue
 
 
-class PointwiseVnni(NhwcConvRule):
-    """int8 pointwise kernels on AVX-512 VNNI: the default schedule and the design space."""
+class ConvVnni(NhwcConvRule):
+    """int8 dense convolutions on AVX-512 VNNI: the default schedule and the design space."""
 
     def __init__(self) -> None:
         super().__init__()
         register_vnni_intrinsic()
 
     def matches(self, conv: ConvNhwc) -> bool:
-        return conv.is_pointwise and conv.f % LANES == 0 and conv.c % GROUP == 0
+        return conv.c == conv.in_channels and conv.f % LANES == 0 and conv.c % GROUP == 0
 
     def applies(self, sch: s_tir.Schedule, block, conv: ConvNhwc, target: Target) -> bool:
         return self.matches(conv) and has_vnni(target) and is_u8_i8_conv(sch, block)
 
     def schedule(self, sch, block, conv, unit, cores, search):
-        return schedule_pointwise_vnni(sch, block, conv, cores, search)
+        return schedule_conv_vnni(sch, block, conv, cores, search)
