@@ -92,9 +92,9 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
     from tvmc_mobilenet.compiler.model_source import import_model
 
     database = _open_database(config, target, log)
-    loaded = import_model(config.model, log)
-    imported, mod = loaded.imported, loaded.mod
     tvm_target = target.tvm_target()
+    loaded = import_model(config.model, log, tvm_target)
+    imported, mod = loaded.imported, loaded.mod
     log(f"compiling for {target.name}")
     executable, tuned, kernels, layout = _compile(mod, tvm_target, database)
     log(f"convolutions in {layout['activations']}/{layout['weights']}; {layout['transforms']} layout transforms left in the network")

@@ -73,10 +73,11 @@ def test_integer_reference_tracks_the_float_network(tiny_quantized):
     assert sqnr_db(exact, q.reference(x)) > 15
 
 
-@pytest.mark.parametrize("alpha", [0.25, 0.5, 0.75, 1.0])
-def test_tvm_kernels_equal_the_integer_reference_across_alpha(alpha):
+@pytest.mark.parametrize(("alpha", "dense_input"), [(0.25, "uint8"), (0.5, "uint8"), (0.75, "uint8"), (1.0, "uint8"), (0.5, "int8")])
+def test_tvm_kernels_equal_the_integer_reference_across_alpha(alpha, dense_input):
     """Every int8 kernel kind (first conv, depthwise s1/s2, pointwise, pool, classifier) at the
-    channel counts of MobileNet α, built for this host with our default schedules."""
+    channel counts of MobileNet α, built for this host with our default schedules; and the graph
+    whose dense convolutions read int8 (Arm sdot's operands), which must compute the same."""
     import tvm
     from tvm import relax
 
@@ -88,17 +89,21 @@ def test_tvm_kernels_equal_the_integer_reference_across_alpha(alpha):
     data, info = calibration_inputs(None, 64, 8, seed=2)
     q = quantize_network(net, data, info)
     target = resolve_target("host").tvm_target()
-    mod = schedule(legalize_and_fuse(simplify_for_inference(q.relax_module()), target), target)
+    mod = schedule(legalize_and_fuse(simplify_for_inference(q.relax_module(dense_input)), target), target)
     vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=lower(target)), tvm.cpu())
     x = np.random.default_rng(5).standard_normal(config.input_shape, dtype=np.float32)
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     expected = q.reference(x)
     assert np.max(np.abs(got - expected)) <= q.logits_scale * (1 + 1e-6)  # ±1 quantum of the int8 logits
+    if dense_input == "int8":
+        assert np.array_equal(got, expected)  # the offsets cancel exactly
+        with pytest.raises(ValueError):
+            q.relax_module("int4")
 
 
 def test_int8_dense_kernels_use_vnni_where_the_cpu_has_it(tmp_path):
     """On an AVX-512 VNNI host the pointwise kernels and the first 3×3 convolution are vpdpbusd
-    register tiles (schedules/cpu/conv_vnni.py), and the module still equals the integer
+    register tiles (schedules/cpu/conv_dot.py), and the module still equals the integer
     reference. (α 0.5: the first convolution's 16 channels fill one vpdpbusd; at α 0.25 it has 8
     and keeps the generic schedule.)"""
     import re
@@ -106,7 +111,7 @@ def test_int8_dense_kernels_use_vnni_where_the_cpu_has_it(tmp_path):
 
     from tvmc_mobilenet.build import BuildConfig, build_model
     from tvmc_mobilenet.options import ModelOptions
-    from tvmc_mobilenet.schedules.cpu.conv_vnni import has_vnni
+    from tvmc_mobilenet.schedules.cpu.conv_dot import has_vnni
     from tvmc_mobilenet.targets.registry import resolve_target
 
     if not has_vnni(resolve_target("host").tvm_target()):

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import re
+import shutil
+import tarfile
 import subprocess
 import threading
 import time
@@ -220,11 +223,16 @@ def test_sweep_of_two_models_measured_on_the_emulated_board(lab, tmp_path, capsy
     assert (out / "report.md").read_text().startswith("# MobileNet v1 α × resolution sweep on `rasp4b`")
 
 
-@pytest.mark.parametrize("target, cpu", [("rasp4b", "cortex-a72"), ("rasp5", "cortex-a76")])
-def test_int8_builds_verify_on_their_emulated_board(lab, tmp_path, capsys, target, cpu):
+@pytest.mark.parametrize(
+    "target, cpu, instruction",
+    [("rasp4b", "cortex-a72", "smlal"), ("rasp5", "cortex-a76", "sdot")],  # A72 has no dotprod: widening MACs
+)
+def test_int8_builds_verify_on_their_emulated_board(lab, tmp_path, capsys, target, cpu, instruction):
     """The int8 module cross-built for the board gives, on the emulated board's CPU, the output
-    of the NumPy integer reference (to ±1 quantum of the int8 logits). Numerics only: emulated
-    timings say nothing about the board."""
+    of the NumPy integer reference (to ±1 quantum of the int8 logits), and its library uses the
+    board's integer multiply-accumulate: NEON ``smlal`` on the Pi 4, the dot product ``sdot`` on
+    the Pi 5 (schedules/cpu/conv_dot.py). Numerics only: emulated timings say nothing about the
+    board."""
     server, port = lab.server(None, register=False, cpu=cpu)
     wait_until_listening(port, server, timeout=120)
     config = BuildConfig(
@@ -234,6 +242,15 @@ def test_int8_builds_verify_on_their_emulated_board(lab, tmp_path, capsys, targe
     code = main(["run", str(tmp_path / "q.tar"), "--rpc-host", "127.0.0.1", "--rpc-port", str(port)])
     out = capsys.readouterr().out
     assert code == 0 and "matches the reference output" in out, out
+    objdump = shutil.which("aarch64-linux-gnu-objdump")
+    if objdump is None:
+        pytest.skip("no aarch64-linux-gnu-objdump to read the library's instructions with")
+    with tarfile.open(tmp_path / "q.tar") as tar:
+        (tmp_path / "model.so").write_bytes(tar.extractfile("model.so").read())
+    listing = subprocess.run([objdump, "-d", str(tmp_path / "model.so")], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert len(re.findall(rf"\t{instruction}\t", listing)) >= 13, f"no {instruction} in the {target} library"
+    if target == "rasp4b":
+        assert "\tsdot\t" not in listing  # the Cortex-A72 would fault on it
 
 
 @pytest.mark.faults("bad_input")

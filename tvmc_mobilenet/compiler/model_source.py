@@ -27,8 +27,10 @@ class PreparedModel:
     float_reference: Callable[[Any], Any] | None = None
 
 
-def import_model(options: ModelOptions, log: Callable[[str], None] = lambda _msg: None) -> PreparedModel:
-    """Build or read the network, import it into Relax and fold BatchNorm."""
+def import_model(options: ModelOptions, log: Callable[[str], None] = lambda _msg: None, target=None) -> PreparedModel:
+    """Build or read the network, import it into Relax and fold BatchNorm. A quantized network is
+    written for ``target`` (a ``tvm.target.Target``): its dense convolutions read the operand
+    type of the target's dot-product instruction (see :meth:`QuantizedNetwork.relax_module`)."""
     from tvmc_mobilenet.compiler.frontend import import_onnx, import_pytorch
     from tvmc_mobilenet.compiler.passes import simplify_for_inference
     from tvmc_mobilenet.runtime.artifact import sha256_bytes
@@ -52,13 +54,13 @@ def import_model(options: ModelOptions, log: Callable[[str], None] = lambda _msg
         net = build_network(config, seed=options.seed, weights=options.weights)
         description = {"source": "builtin", "name": options.model_name, **config.to_json(), "weights": weights}
         if options.quantize:
-            return _quantized(options, net, description, log)
+            return _quantized(options, net, description, log, target)
         log("exporting with torch.export and importing into TVM Relax")
         imported = import_pytorch(net, config.input_shape)
     return PreparedModel(imported, simplify_for_inference(imported.mod), description)
 
 
-def _quantized(options: ModelOptions, net, description: dict[str, Any], log: Callable[[str], None]) -> PreparedModel:
+def _quantized(options: ModelOptions, net, description: dict[str, Any], log: Callable[[str], None], target=None) -> PreparedModel:
     """The built-in network quantized to int8 (compiler/quantize.py), as an integer Relax graph
     whose reference is the same integer graph executed by NumPy."""
     import torch
@@ -68,6 +70,7 @@ def _quantized(options: ModelOptions, net, description: dict[str, Any], log: Cal
     from tvmc_mobilenet.compiler.passes import simplify_for_inference
     from tvmc_mobilenet.compiler.quantize import quantize_network
     from tvmc_mobilenet.options import DEFAULT_CALIBRATION_SAMPLES
+    from tvmc_mobilenet.schedules.cpu.conv_dot import int8_dense_input
 
     config = options.model_config()
     data, info = calibration_inputs(options.calibration, config.resolution, DEFAULT_CALIBRATION_SAMPLES, seed=options.seed + 1)
@@ -78,8 +81,11 @@ def _quantized(options: ModelOptions, net, description: dict[str, Any], log: Cal
         with torch.no_grad():
             return net(torch.from_numpy(x)).numpy()
 
-    imported = ImportedModel(quantized.relax_module(), "input", config.input_shape, "float32", QUANTIZED_REFERENCE, quantized.reference)
-    description = {**description, "quantize": options.quantize}
+    dense_input = int8_dense_input(target) if target is not None else "uint8"
+    imported = ImportedModel(
+        quantized.relax_module(dense_input), "input", config.input_shape, "float32", QUANTIZED_REFERENCE, quantized.reference
+    )
+    description = {**description, "quantize": options.quantize, "dense_input": dense_input}
     return PreparedModel(imported, simplify_for_inference(imported.mod), description, quantized, float_reference)
 
 

@@ -36,9 +36,10 @@ if TYPE_CHECKING:
 
 INT8_MAX = 127
 UINT8_MAX = 255
-#: The first convolution reads the int8 input codes + 128 as uint8 (the unsigned × signed operand
-#: order of x86's ``vpdpbusd``), with its channels padded to one 4-byte group.
-INPUT_OFFSET = 128
+#: The code type the dense convolutions read (see :meth:`QuantizedNetwork.relax_module`) → what
+#: is added to the uint8 activation codes (and to the int8 input codes + 128) to get it.
+DENSE_INPUT_OFFSETS = {"uint8": 0, "int8": -128}
+#: The first convolution's input channels, padded to one 4-byte group of the dot products.
 INPUT_CHANNEL_GROUP = 4
 
 
@@ -179,36 +180,55 @@ class QuantizedNetwork:
 
     # -- the same graph in Relax ---------------------------------------------------------------
 
-    def relax_module(self) -> tvm.IRModule:
+    def relax_module(self, dense_input: str = "uint8") -> tvm.IRModule:
         """The integer graph as a Relax module: float32 NCHW input, float32 logits out, NHWC
-        activations and HWIO weights in between (the layout our schedules are written for)."""
+        activations and HWIO weights in between (the layout our schedules are written for).
+
+        ``dense_input`` is the code type the dense convolutions (the first and the pointwise ones)
+        read, as the target's dot-product instruction takes it: ``uint8`` (x86 ``vpdpbusd``,
+        unsigned × signed) or ``int8`` (Arm ``sdot``, signed × signed). For ``int8`` the
+        depthwise convolutions write their uint8 codes less 128 and each pointwise bias gains
+        128 · Σw. Either way every accumulator equals the one :meth:`reference` computes.
+        """
         from tvm import relax
+
+        if dense_input not in DENSE_INPUT_OFFSETS:
+            raise ValueError(f"dense_input must be one of {', '.join(DENSE_INPUT_OFFSETS)}, got {dense_input!r}")
+        offset = DENSE_INPUT_OFFSETS[dense_input]
 
         def const(array) -> relax.Expr:
             array = np.asarray(array)
             return relax.const(array, str(array.dtype))  # relax.const alone narrows int64 to int32
 
-        def requantize(acc, bias: np.ndarray, rq: Requantize, dtype: str) -> relax.Expr:
+        def requantize(acc, bias: np.ndarray, rq: Requantize, dtype: str, shift: int = 0) -> relax.Expr:
             v = relax.op.astype(relax.op.add(acc, const(bias.astype(np.int32))), "float32")
-            v = relax.op.round(relax.op.multiply(v, const(rq.scale)))  # round half to even
-            return relax.op.astype(relax.op.clip(v, rq.low, rq.high), dtype)
+            v = relax.op.clip(relax.op.round(relax.op.multiply(v, const(rq.scale))), rq.low, rq.high)  # round half to even
+            if shift:
+                v = relax.op.subtract(v, const(np.float32(shift)))
+            return relax.op.astype(v, dtype)
+
+        def dense_feeds(index: int) -> bool:  # conv ``index`` writes what a dense convolution reads
+            return index + 1 < len(self.convs) and self.convs[index + 1].groups == 1
 
         bb = relax.BlockBuilder()
         data = relax.Var("input", relax.TensorType(self.config.input_shape, "float32"))
         with bb.function("main", [data]):
             with bb.dataflow():
-                first, *rest = self.convs
-                x = bb.emit(self._input_codes(data, first.padding, const))
-                weight, bias = self._offset_first_conv(first)
+                first = self.convs[0]
+                x = bb.emit(self._input_codes(data, first.padding, dense_input, const))
+                weight, bias = self._first_conv_operands(first, 128 + offset)
                 acc = relax.op.nn.conv2d(
                     x, const(weight), strides=first.stride, padding=0, data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32"
                 )
                 x = bb.emit(requantize(acc, bias, first.requantize, "uint8"))
-                for conv in rest:
-                    p = conv.padding
+                for index, conv in enumerate(self.convs[1:], start=1):
+                    p, bias = conv.padding, conv.bias
+                    if conv.groups == 1 and offset:  # reads codes - 128: take -128 · Σw out again
+                        bias = (bias.astype(np.int64) - offset * conv.weight.astype(np.int64).sum(axis=(0, 1, 2))).astype(np.int32)
                     acc = relax.op.nn.conv2d(x, const(conv.weight), strides=conv.stride, padding=(p, p, p, p), groups=conv.groups,
                                              data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")  # fmt: skip
-                    x = bb.emit(requantize(acc, conv.bias, conv.requantize, "uint8"))
+                    shifted = conv.groups != 1 and dense_feeds(index)
+                    x = bb.emit(requantize(acc, bias, conv.requantize, dense_input if shifted else "uint8", -offset if shifted else 0))
                 hw = int(x.ty.shape[1]) * int(x.ty.shape[2])
                 total = relax.op.sum(relax.op.astype(x, "int32"), axis=[1, 2])
                 pooled = relax.op.floor_divide(relax.op.add(total, const(np.int32(hw // 2))), const(np.int32(hw)))
@@ -219,29 +239,32 @@ class QuantizedNetwork:
             bb.emit_func_output(out)
         return bb.get()
 
-    def _input_codes(self, data, padding: int, const):
-        """The input as the first convolution reads it: NHWC uint8 codes offset by 128 (the int8
-        code + 128), padded by ``padding`` pixels of 128 (a real 0) on each side and with a fourth
-        channel, so that each pixel is one 4-byte group of the dot-product instructions."""
+    def _input_codes(self, data, padding: int, dense_input: str, const):
+        """The input as the first convolution reads it: NHWC int8 codes (+ 128 as uint8 where the
+        dense convolutions read uint8), padded by ``padding`` pixels of a real 0 on each side and
+        to a fourth channel, so that each pixel is one 4-byte group of the dot-product
+        instructions."""
         from tvm import relax
 
+        zero = 128 + DENSE_INPUT_OFFSETS[dense_input]  # the code of 0: 128 in uint8, 0 in int8
         x = relax.op.permute_dims(data, [0, 2, 3, 1])
         x = relax.op.round(relax.op.multiply(x, const(np.float32(1.0 / self.input_scale))))  # half to even
-        x = relax.op.add(relax.op.clip(x, -INT8_MAX, INT8_MAX), const(np.float32(INPUT_OFFSET)))
-        x = relax.op.astype(x, "uint8")
-        return relax.op.nn.pad(
-            x, [0, 0, padding, padding, padding, padding, 0, INPUT_CHANNEL_GROUP - self.config.input_shape[1]], pad_value=INPUT_OFFSET
-        )
+        x = relax.op.clip(x, -INT8_MAX, INT8_MAX)
+        if zero:
+            x = relax.op.add(x, const(np.float32(zero)))
+        x = relax.op.astype(x, dense_input)
+        pad = [0, 0, padding, padding, padding, padding, 0, INPUT_CHANNEL_GROUP - self.config.input_shape[1]]
+        return relax.op.nn.pad(x, pad, pad_value=zero)
 
     @staticmethod
-    def _offset_first_conv(conv: QuantizedConv) -> tuple[np.ndarray, np.ndarray]:
+    def _first_conv_operands(conv: QuantizedConv, input_offset: int) -> tuple[np.ndarray, np.ndarray]:
         """The first convolution's weights with a zero fourth input channel, and its bias less
-        128 · Σw, which takes the input offset out again: the accumulators equal those of the int8
-        convolution (:meth:`reference` computes that one)."""
+        ``input_offset`` · Σw, which takes the input's offset out again: the accumulators equal
+        those of the int8 convolution (:meth:`reference` computes that one)."""
         kh, kw, c, f = conv.weight.shape
         weight = np.zeros((kh, kw, INPUT_CHANNEL_GROUP, f), dtype=np.int8)
         weight[:, :, :c] = conv.weight
-        offset = INPUT_OFFSET * conv.weight.astype(np.int64).sum(axis=(0, 1, 2))
+        offset = input_offset * conv.weight.astype(np.int64).sum(axis=(0, 1, 2))
         return weight, (conv.bias.astype(np.int64) - offset).astype(np.int32)
 
     def to_json(self) -> dict[str, Any]:

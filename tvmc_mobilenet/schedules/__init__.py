@@ -29,9 +29,9 @@ def _cpu_rules() -> list:
     from tvmc_mobilenet.schedules.cpu.depthwise import Depthwise
     from tvmc_mobilenet.schedules.cpu.generic import ParallelVectorize
     from tvmc_mobilenet.schedules.cpu.pointwise import Pointwise
-    from tvmc_mobilenet.schedules.cpu.conv_vnni import ConvVnni
+    from tvmc_mobilenet.schedules.cpu.conv_dot import DOT_PRODUCTS, ConvDot
 
-    return [ConvVnni(), Pointwise(), Depthwise(), ParallelVectorize()]
+    return [*(ConvDot(dot) for dot in DOT_PRODUCTS), Pointwise(), Depthwise(), ParallelVectorize()]
 
 
 def _cuda_rules() -> list:
@@ -79,13 +79,15 @@ def default_schedule(func, target: tvm.target.Target):
 def _cpu_spaces() -> dict[str, Callable]:
     from tvmc_mobilenet.schedules.cpu.depthwise import Depthwise
     from tvmc_mobilenet.schedules.cpu.pointwise import Pointwise
-    from tvmc_mobilenet.schedules.cpu.conv_vnni import ConvVnni, has_vnni, is_u8_i8_conv
+    from tvmc_mobilenet.schedules.cpu.conv_dot import ConvDot, dot_product_of, is_int8_conv_for
 
     def pointwise_space(target):
-        """int8 kernels on a VNNI CPU get the vpdpbusd space, the others the fp32 one."""
-        int8, fp32 = ConvVnni().design_space(target), Pointwise().design_space(target)
-        vnni = has_vnni(target)
-        return lambda sch, block: (int8 if vnni and is_u8_i8_conv(sch, block) else fp32)(sch, block)
+        """int8 kernels on a CPU with a dot-product instruction get its space, the others the fp32 one."""
+        dot, fp32 = dot_product_of(target), Pointwise().design_space(target)
+        if dot is None:
+            return fp32
+        int8 = ConvDot(dot).design_space(target)
+        return lambda sch, block: (int8 if is_int8_conv_for(dot, sch, block) else fp32)(sch, block)
 
     return {POINTWISE_SPACE: pointwise_space, DEPTHWISE_SPACE: Depthwise().design_space}
 

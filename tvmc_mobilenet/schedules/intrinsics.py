@@ -8,6 +8,9 @@ import os
 #: Our name for the VNNI dot product: TVM 0.27's own (``dot_16x4_vnni``) passes int32 vectors
 #: where its LLVM's ``llvm.x86.avx512.vpdpbusd.512`` takes ``<64 x i8>`` and fails to compile.
 VNNI_INTRIN = "tvmc_mobilenet_dot_16x4_vnni"
+#: TVM's Arm dotprod intrinsic (``sdot``, int8 × int8 → int32, 4 lanes), registered by
+#: :func:`register_cpu_tensor_intrinsics`.
+SDOT_INTRIN = "dot_4x4_i8i8s32_sdot"
 
 
 def register_schedule_intrinsics() -> None:

@@ -235,8 +235,8 @@ def _tune_locked(config, target, rpc, database, started, log, on_progress) -> Tu
     from tvmc_mobilenet.compiler.tasks import extract_tasks
     from tvmc_mobilenet.tuning.database import workload_key
 
-    loaded = import_model(config.model, log)
     tvm_target = target.tvm_target()
+    loaded = import_model(config.model, log, tvm_target)
     all_tasks = extract_tasks(legalize_and_fuse(loaded.mod, tvm_target), tvm_target)
     kinds = parse_task_filter(config.tasks)
     wanted = [t for t in all_tasks if kinds is None or t.kind in kinds]
