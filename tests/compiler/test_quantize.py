@@ -3,6 +3,8 @@ integer graph in TVM against the same graph executed by NumPy at MobileNet shape
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -101,29 +103,40 @@ def test_tvm_kernels_equal_the_integer_reference_across_alpha(alpha, dense_input
             q.relax_module("int4")
 
 
-def test_int8_dense_kernels_use_vnni_where_the_cpu_has_it(tmp_path):
-    """On an AVX-512 VNNI host the pointwise kernels and the first 3×3 convolution are vpdpbusd
-    register tiles (schedules/cpu/conv_dot.py), and the module still equals the integer
-    reference. (α 0.5: the first convolution's 16 channels fill one vpdpbusd; at α 0.25 it has 8
-    and keeps the generic schedule.)"""
+@pytest.mark.parametrize(
+    ("mcpu", "instruction"),
+    [
+        (None, r"\bvpdpbusd\s+%zmm"),  # this host: AVX-512 VNNI
+        ("alderlake", r"\{vex\} vpdpbusd\s+%ymm"),  # AVX-VNNI, no AVX-512
+        ("haswell", r"\bvpmaddwd\s+%ymm"),  # plain AVX2
+    ],
+)
+def test_int8_dense_kernels_use_the_cpus_dot_product(tmp_path, mcpu, instruction):
+    """The pointwise kernels and the first 3×3 convolution are register tiles of the CPU's int8
+    dot product (schedules/cpu/conv_dot.py): AVX-512 VNNI, AVX-VNNI on 256-bit vectors, or AVX2's
+    vpmaddwd on bytes widened to 16 bits; each build runs here and equals the integer reference.
+    (α 0.5: the first convolution's 16 channels fill a VNNI vector; at α 0.25 it has 8 and keeps
+    the generic schedule on AVX-512.)"""
     import re
+    import subprocess
     import tarfile
 
     from tvmc_mobilenet.build import BuildConfig, build_model
-    from tvmc_mobilenet.options import ModelOptions
-    from tvmc_mobilenet.schedules.cpu.conv_dot import has_vnni
+    from tvmc_mobilenet.options import ModelOptions, TargetOptions
+    from tvmc_mobilenet.schedules.cpu.conv_dot import AVX2, AVX_VNNI, VNNI
     from tvmc_mobilenet.targets.registry import resolve_target
 
-    if not has_vnni(resolve_target("host").tvm_target()):
-        pytest.skip("this CPU has no AVX-512 VNNI")
-    result = build_model(BuildConfig(model=ModelOptions(alpha=0.5, resolution=64, quantize="int8"), output=tmp_path / "q.tar"))
-    assert result.verification["max_abs_error"] == 0
+    needed = {None: VNNI, "alderlake": AVX_VNNI, "haswell": AVX2}[mcpu]
+    if not needed.available(resolve_target("host").tvm_target()):
+        pytest.skip(f"this CPU has no {needed.feature} to run the {mcpu or 'host'} build on")
+    target = TargetOptions(name="host" if mcpu is None else json.dumps({"kind": "llvm", "mcpu": mcpu, "num-cores": 2}))
+    config = BuildConfig(model=ModelOptions(alpha=0.5, resolution=64, quantize="int8"), target=target, output=tmp_path / "q.tar")
+    result = build_model(config)
+    assert result.verification["status"] == "passed" and result.verification["max_abs_error"] == 0
     dense = [k for k in result.manifest["kernels"] if k["kind"] in ("pointwise", "conv")]
     assert sum(k["calls"] for k in dense) == 14  # every layer's, with its weights repacked at compile time
     assert all(k["name"].endswith("_prepacked") for k in dense)
     with tarfile.open(result.artifact_path) as tar:
         (tmp_path / "model.so").write_bytes(tar.extractfile("model.so").read())
-    import subprocess
-
     disassembly = subprocess.run(["objdump", "-d", str(tmp_path / "model.so")], capture_output=True, text=True, timeout=120).stdout
-    assert len(re.findall(r"\bvpdpbusd\b", disassembly)) >= len(dense)
+    assert len(re.findall(instruction, disassembly)) >= len(dense)

@@ -13,10 +13,97 @@ VNNI_INTRIN = "tvmc_mobilenet_dot_16x4_vnni"
 SDOT_INTRIN = "dot_4x4_i8i8s32_sdot"
 
 
+#: AVX-VNNI (``vpdpbusd`` on 256-bit vectors, VEX-encoded: Alder Lake, Zen 5 without AVX-512):
+#: 8 int32 lanes, each adding 4 uint8 × int8 products.
+AVX_VNNI_INTRIN = "tvmc_mobilenet_dot_8x4_avxvnni"
+#: Plain AVX2: ``vpmaddwd`` on bytes widened to 16 bits, 8 int32 lanes each adding 2 products.
+#: (``vpmaddubsw`` would take the bytes as they are, but saturates its 16-bit pair sums: 2 · 255 ·
+#: 127 > 32767 for uint8 activations.)
+AVX2_INTRIN = "tvmc_mobilenet_dot_8x2_avx2"
+
+
 def register_schedule_intrinsics() -> None:
     """Every tensor intrinsic our schedules use: what a tuning database's records name, so call it
     before loading one."""
+    register_cpu_tensor_intrinsics()
     register_vnni_intrinsic()
+    register_avx2_intrinsics()
+
+
+def _registered(name: str) -> bool:
+    from tvm.s_tir import TensorIntrin
+
+    try:
+        TensorIntrin.get(name)
+        return True
+    except Exception:  # not registered yet (TVM raises its own error type)
+        return False
+
+
+def _dot_desc(lanes: int, group: int):
+    """``C[i] += A[k] · B[i, k]``: uint8 data, int8 weights, int32 accumulators."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (group,), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (lanes, group), "int8", offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:group], B[0:lanes, 0:group])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, group):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vi, vk])
+
+    return desc
+
+
+def register_avx2_intrinsics() -> None:
+    """Register :data:`AVX_VNNI_INTRIN` and :data:`AVX2_INTRIN`; again is a no-op."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    if not _registered(AVX_VNNI_INTRIN):
+
+        @T.prim_func(s_tir=True)
+        def avx_vnni(a: T.handle, b: T.handle, c: T.handle) -> None:
+            A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
+            B = T.match_buffer(b, (8, 4), "int8", offset_factor=1)
+            C = T.match_buffer(c, (8,), "int32", offset_factor=1)
+            with T.sblock("root"):
+                T.reads(C[0:8], A[0:4], B[0:8, 0:4])
+                T.writes(C[0:8])
+                pixel = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8), dtype="uint8x32")
+                C[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"),
+                    C.vload([0], dtype="int32x8"),
+                    pixel,
+                    B.vload([0, 0], dtype="int8x32"),
+                    dtype="int32x8",
+                )
+
+        TensorIntrin.register(AVX_VNNI_INTRIN, _dot_desc(8, 4), avx_vnni)
+
+    if not _registered(AVX2_INTRIN):
+
+        @T.prim_func(s_tir=True)
+        def avx2(a: T.handle, b: T.handle, c: T.handle) -> None:
+            A = T.match_buffer(a, (2,), "uint8", offset_factor=1)
+            B = T.match_buffer(b, (8, 2), "int8", offset_factor=1)
+            C = T.match_buffer(c, (8,), "int32", offset_factor=1)
+            with T.sblock("root"):
+                T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+                T.writes(C[0:8])
+                pair = T.reinterpret(T.Cast("int16x2", A.vload([0], "uint8x2")), dtype="int32")
+                pixel = T.reinterpret(T.broadcast(pair, 8), dtype="int16x16")
+                weights = T.Cast("int16x16", B.vload([0, 0], dtype="int8x16"))
+                C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pixel, weights, dtype="int32x8"
+                )
+
+        TensorIntrin.register(AVX2_INTRIN, _dot_desc(8, 2), avx2)
 
 
 def register_vnni_intrinsic() -> None:

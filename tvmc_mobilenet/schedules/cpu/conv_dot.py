@@ -1,17 +1,18 @@
-"""int8 dense convolutions on CPUs with a dot-product instruction: register tiles of it.
+"""int8 dense convolutions on CPUs with an integer dot-product instruction: register tiles of it.
 
-The instructions: x86's AVX-512 VNNI ``vpdpbusd`` (uint8 × int8, 16 int32 lanes) and Arm's
-dotprod ``sdot`` (int8 × int8, 4 lanes; Cortex-A55, A76 and later). Each multiplies 4
-consecutive input channels of one pixel (broadcast to every lane) by a lanes × 4 block of weights
-and adds each lane's 4 products into its int32 accumulator: 4 multiply-adds per lane and
-instruction, against 1 for a float FMA.
+The instructions (:data:`DOT_PRODUCTS`, the first a target has is used): x86's AVX-512 VNNI
+``vpdpbusd`` (uint8 × int8, 16 int32 lanes), Arm's dotprod ``sdot`` (int8 × int8, 4 lanes;
+Cortex-A55, A76 and later), AVX-VNNI's ``vpdpbusd`` on 256-bit vectors (8 lanes), and on plain
+AVX2 ``vpmaddwd`` on bytes widened to 16 bits. Each multiplies ``group`` (4, or 2 for
+``vpmaddwd``) consecutive input channels of one pixel (broadcast to every lane) by a lanes ×
+group block of weights and adds each lane's products into its int32 accumulator.
 
 The kernels are MobileNet's pointwise 1×1 convolutions, the GEMM ``acc[p, f] += in[p, c] · W[c, f]``
 (compiler/quantize.py writes their inputs in the operand type the target's instruction takes),
 and its first 3×3 convolution, whose input the quantizer pads to 4 channels (one 4-byte group per
 pixel) and to its border, so that each of the 9 taps is one more step of the same reduction.
 
-The weights are repacked once, at compile time, from HWIO to ``[kh][kw][f/lanes][c/4][lanes][4]``
+The weights are repacked once, at compile time, from HWIO to ``[kh][kw][f/lanes][c/group][lanes][group]``
 so that each block is one vector load (a layout-rewrite block that the build splits out and
 evaluates on the constant weights). A register tile is ``pixels`` pixels of an output row ×
 ``vectors`` blocks of ``lanes`` output channels; the requantization epilogue runs on the tile
@@ -26,11 +27,9 @@ from tvm import s_tir
 from tvm.target import Target
 
 from tvmc_mobilenet.schedules.cpu.conv_nhwc import NhwcConvRule
-from tvmc_mobilenet.schedules.intrinsics import SDOT_INTRIN, VNNI_INTRIN, register_cpu_tensor_intrinsics, register_vnni_intrinsic
+from tvmc_mobilenet.schedules.intrinsics import AVX2_INTRIN, AVX_VNNI_INTRIN, SDOT_INTRIN, VNNI_INTRIN, register_schedule_intrinsics
 from tvmc_mobilenet.schedules.nhwc import ConvNhwc, inline_around, largest_divisor_at_most
 
-#: Input channels each lane of a dot-product instruction sums.
-GROUP = 4
 #: The search's largest number of pixels along the row per tile.
 MAX_PIXELS = 14
 
@@ -43,9 +42,11 @@ class DotProduct:
     intrinsic: str  # the registered tensor intrinsic
     data_dtype: str  # the activations' code type it takes (weights are int8)
     lanes: int  # int32 accumulators per instruction
+    group: int  # input channels each lane sums
     feature: str  # the LLVM target feature that has it
     max_vectors: int  # the search's largest number of channel vectors per tile
     default_vectors: int
+    registers: int = 32  # vector registers (AVX2 without AVX-512 has 16)
 
     def available(self, target: Target) -> bool:
         from tvm.target import codegen
@@ -53,19 +54,19 @@ class DotProduct:
         return target.kind.name == "llvm" and bool(codegen.target_has_features(self.feature, target))
 
 
-VNNI = DotProduct("vpdpbusd", VNNI_INTRIN, "uint8", lanes=16, feature="avx512vnni", max_vectors=8, default_vectors=2)
-SDOT = DotProduct("sdot", SDOT_INTRIN, "int8", lanes=4, feature="dotprod", max_vectors=8, default_vectors=4)
-#: In the order a target is asked for them.
-DOT_PRODUCTS = (VNNI, SDOT)
+VNNI = DotProduct("vpdpbusd", VNNI_INTRIN, "uint8", lanes=16, group=4, feature="avx512vnni", max_vectors=8, default_vectors=2)
+SDOT = DotProduct("sdot", SDOT_INTRIN, "int8", lanes=4, group=4, feature="dotprod", max_vectors=8, default_vectors=4)
+AVX_VNNI = DotProduct(
+    "vpdpbusd (AVX-VNNI)", AVX_VNNI_INTRIN, "uint8", lanes=8, group=4, feature="avxvnni", max_vectors=4, default_vectors=2, registers=16
+)
+AVX2 = DotProduct("vpmaddwd", AVX2_INTRIN, "uint8", lanes=8, group=2, feature="avx2", max_vectors=4, default_vectors=2, registers=16)
+#: In the order a target is asked for them: the first it has is used.
+DOT_PRODUCTS = (VNNI, SDOT, AVX_VNNI, AVX2)
 
 
 def dot_product_of(target: Target) -> DotProduct | None:
     """The dot-product instruction our int8 dense kernels use on ``target``, if it has one."""
     return next((dot for dot in DOT_PRODUCTS if dot.available(target)), None)
-
-
-def has_vnni(target: Target) -> bool:
-    return VNNI.available(target)
 
 
 def int8_dense_input(target: Target) -> str:
@@ -87,12 +88,25 @@ def is_int8_conv_for(dot: DotProduct, sch: s_tir.Schedule, block) -> bool:
 
 
 def default_tile(conv: ConvNhwc, dot: DotProduct) -> tuple[int, int]:
-    """(pixels, vectors): 7 pixels where the row allows (every MobileNet row from 112 down to 7),
-    × ``dot.default_vectors`` channel vectors where the channels allow; on VNNI 7 × 2 (14
-    accumulators) was the fastest tile on MobileNet's 14×14 and 7×7 layers here."""
-    pixels = 7 if conv.w % 7 == 0 else largest_divisor_at_most(conv.w, 8)
-    vectors = largest_divisor_at_most(conv.f // dot.lanes, dot.default_vectors)
-    return pixels, vectors
+    """(pixels, vectors) of the default register tile.
+
+    With 32 vector registers: 7 pixels where the row allows (every MobileNet row from 112 down to
+    7) × ``dot.default_vectors`` channel vectors; on VNNI 7 × 2 (14 accumulators) was the fastest
+    tile on MobileNet's 14×14 and 7×7 layers here. With 16 (AVX2): the largest tile whose
+    accumulators, weight vectors and broadcast pixel fit in them, more vectors on a tie (a pixel
+    broadcast costs more than a weight load there).
+    """
+    blocks = conv.f // dot.lanes
+    if dot.registers >= 32:
+        pixels = 7 if conv.w % 7 == 0 else largest_divisor_at_most(conv.w, 8)
+        return pixels, largest_divisor_at_most(blocks, dot.default_vectors)
+    tiles = [
+        (p, v)
+        for p in range(1, 9)
+        for v in range(1, dot.max_vectors + 1)
+        if conv.w % p == 0 and blocks % v == 0 and p * v + v + 1 <= dot.registers
+    ]
+    return max(tiles, key=lambda t: (t[0] * t[1], t[1]))
 
 
 def schedule_conv_dot(sch: s_tir.Schedule, conv_block, conv: ConvNhwc, dot: DotProduct, cores: int, search: bool = False):
@@ -100,11 +114,12 @@ def schedule_conv_dot(sch: s_tir.Schedule, conv_block, conv: ConvNhwc, dot: DotP
     lanes = dot.lanes
     epilogue = inline_around(sch, conv_block)
     packed = sch.cache_read(conv_block, 1, "global")
-    sch.transform_layout(packed, ("write", 0), lambda kh, kw, c, f: (kh, kw, f // lanes, c // GROUP, f % lanes, c % GROUP))
+    group = dot.group
+    sch.transform_layout(packed, ("write", 0), lambda kh, kw, c, f: (kh, kw, f // lanes, c // group, f % lanes, c % group))
     sch.annotate(packed, "meta_schedule.layout_rewrite_preproc", True)
     n, h, w, f, kh, kw, c = sch.get_loops(conv_block)
     f_blocks, f_lanes = sch.split(f, factors=[None, lanes])
-    c_groups, c_lanes = sch.split(c, factors=[None, GROUP])
+    c_groups, c_lanes = sch.split(c, factors=[None, group])
     if search:
         w_factors = sch.sample_perfect_tile(w, n=2, max_innermost_factor=MAX_PIXELS)
         f_factors = sch.sample_perfect_tile(f_blocks, n=2, max_innermost_factor=dot.max_vectors)
@@ -134,12 +149,11 @@ class ConvDot(NhwcConvRule):
 
     def __init__(self, dot: DotProduct) -> None:
         super().__init__()
-        register_cpu_tensor_intrinsics()  # TVM's Arm sdot
-        register_vnni_intrinsic()
+        register_schedule_intrinsics()
         self.dot = dot
 
     def matches(self, conv: ConvNhwc) -> bool:
-        return conv.c == conv.in_channels and conv.f % self.dot.lanes == 0 and conv.c % GROUP == 0
+        return conv.c == conv.in_channels and conv.f % self.dot.lanes == 0 and conv.c % self.dot.group == 0
 
     def applies(self, sch: s_tir.Schedule, block, conv: ConvNhwc, target: Target) -> bool:
         return self.matches(conv) and self.dot.available(target) and is_int8_conv_for(self.dot, sch, block)
