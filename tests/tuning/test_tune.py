@@ -205,3 +205,29 @@ def test_tuning_starts_from_our_default_schedules(tmp_path):
         defaults = unsampled.get(workload_key(outcome.task.mod))
         assert defaults, f"{outcome.task.name}: no measured default schedule"
         assert outcome.best_seconds <= min(defaults)
+
+
+def test_int8_tune_searches_our_dot_product_space_and_the_build_stays_exact(tmp_path):
+    """`tune --quantize int8`: the pointwise kernels and the first convolution are tuned in our
+    dot-product space (schedules/cpu/conv_dot.py) — every record of theirs is a register tile of
+    the host's int8 dot-product intrinsic — and the build that applies them equals the integer
+    reference exactly."""
+    from tvmc_mobilenet.schedules import POINTWISE_SPACE
+    from tvmc_mobilenet.schedules.cpu.conv_dot import dot_product_of
+    from tvmc_mobilenet.targets.registry import resolve_target
+    from tvmc_mobilenet.tuning.database import workload_key
+
+    dot = dot_product_of(resolve_target("host").tvm_target())
+    if dot is None:
+        pytest.skip("this CPU has no int8 dot-product instruction our kernels use")
+    model = ModelOptions(alpha=0.5, resolution=32, quantize="int8")
+    result = tune_model(TuneConfig(model=model, trials=24, tasks="conv,pointwise", work_dir=tmp_path / "db", search_seed=2))
+    assert {o.task.kind.value for o in result.outcomes} == {"conv", "pointwise"}
+    assert all(o.task.space == POINTWISE_SPACE for o in result.outcomes)  # the first conv too, not the generic space
+    ours = {workload_key(o.task.mod) for o in result.outcomes}
+    tuned = [r for r in open_tuning_database(tmp_path / "db").database.get_all_tuning_records() if workload_key(r.workload.mod) in ours]
+    assert len(tuned) >= len(ours)
+    assert all(dot.intrinsic in str(record.trace) for record in tuned)
+    build = build_model(BuildConfig(model=model, tuning_db=tmp_path / "db", output=tmp_path / "q.tar"))
+    assert build.manifest["tuning"]["kernels_tuned"] >= len(ours)
+    assert build.verification["status"] == "passed" and build.verification["max_abs_error"] == 0

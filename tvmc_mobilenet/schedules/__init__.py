@@ -120,6 +120,7 @@ def annotate_design_spaces(target: tvm.target.Target) -> tvm.transform.Pass:
     from tvmc_mobilenet.schedules.nhwc import find_conv_nhwc
 
     kind = target.kind.name
+    dense_int8 = _dense_int8_test(target)
 
     @tvm.transform.module_pass(opt_level=0, name="AnnotateDesignSpaces")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
@@ -134,7 +135,7 @@ def annotate_design_spaces(target: tvm.target.Target) -> tvm.transform.Pass:
             if found is None:
                 continue
             block, conv = found
-            space = POINTWISE_SPACE if conv.is_pointwise else DEPTHWISE_SPACE if conv.is_depthwise else None
+            space = POINTWISE_SPACE if conv.is_pointwise or dense_int8(sch, block, conv) else DEPTHWISE_SPACE if conv.is_depthwise else None
             if space is not None:
                 sch.annotate(block, "schedule_rule", space)
                 updates[gvar] = sch.mod["main"]
@@ -143,6 +144,21 @@ def annotate_design_spaces(target: tvm.target.Target) -> tvm.transform.Pass:
         return mod
 
     return _pass
+
+
+def _dense_int8_test(target: tvm.target.Target) -> Callable:
+    """``(sch, block, conv) -> bool``: whether a dense convolution other than a pointwise one (the
+    int8 network's first) is one our dot-product space tunes on ``target``, so that it is tuned
+    there rather than by MetaSchedule's generic rules."""
+    if target.kind.name != "llvm":
+        return lambda _sch, _block, _conv: False
+    from tvmc_mobilenet.schedules.cpu.conv_dot import ConvDot, dot_product_of, is_int8_conv_for
+
+    dot = dot_product_of(target)
+    if dot is None:
+        return lambda _sch, _block, _conv: False
+    rule = ConvDot(dot)
+    return lambda sch, block, conv: rule.matches(conv) and is_int8_conv_for(dot, sch, block)
 
 
 def design_space_of(func) -> str:
