@@ -112,8 +112,8 @@ def test_tvm_kernels_equal_the_integer_reference_across_alpha(alpha, dense_input
     ],
 )
 def test_int8_dense_kernels_use_the_cpus_dot_product(tmp_path, mcpu, instruction):
-    """The pointwise kernels and the first 3×3 convolution are register tiles of the CPU's int8
-    dot product (schedules/cpu/conv_dot.py): AVX-512 VNNI, AVX-VNNI on 256-bit vectors, or AVX2's
+    """The pointwise kernels, the first 3×3 convolution and the classifier (a 1×1 convolution on
+    the pooled 1×1 map) are register tiles of the CPU's int8 dot product (schedules/cpu/conv_dot.py): AVX-512 VNNI, AVX-VNNI on 256-bit vectors, or AVX2's
     vpmaddwd on bytes widened to 16 bits; each build runs here and equals the integer reference.
     (α 0.5: the first convolution's 16 channels fill a VNNI vector; at α 0.25 it has 8 and keeps
     the generic schedule on AVX-512.)"""
@@ -134,7 +134,7 @@ def test_int8_dense_kernels_use_the_cpus_dot_product(tmp_path, mcpu, instruction
     result = build_model(config)
     assert result.verification["status"] == "passed" and result.verification["max_abs_error"] == 0
     dense = [k for k in result.manifest["kernels"] if k["kind"] in ("pointwise", "conv")]
-    assert sum(k["calls"] for k in dense) == 14  # every layer's, with its weights repacked at compile time
+    assert sum(k["calls"] for k in dense) == 15  # every layer's and the classifier's, weights repacked at compile time
     assert all(k["name"].endswith("_prepacked") for k in dense)
     with tarfile.open(result.artifact_path) as tar:
         (tmp_path / "model.so").write_bytes(tar.extractfile("model.so").read())

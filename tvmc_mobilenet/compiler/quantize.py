@@ -41,6 +41,8 @@ UINT8_MAX = 255
 DENSE_INPUT_OFFSETS = {"uint8": 0, "int8": -128}
 #: The first convolution's input channels, padded to one 4-byte group of the dot products.
 INPUT_CHANNEL_GROUP = 4
+#: The classifier's classes are padded to a multiple of this (the widest dot product's lanes).
+CLASSIFIER_CHANNEL_BLOCK = 16
 
 
 @dataclass(frozen=True)
@@ -232,12 +234,36 @@ class QuantizedNetwork:
                 hw = int(x.ty.shape[1]) * int(x.ty.shape[2])
                 total = relax.op.sum(relax.op.astype(x, "int32"), axis=[1, 2])
                 pooled = relax.op.floor_divide(relax.op.add(total, const(np.int32(hw // 2))), const(np.int32(hw)))
-                pooled = bb.emit(relax.op.astype(pooled, "uint8"))
-                acc = relax.op.matmul(pooled, const(self.fc_weight), out_dtype="int32")
-                logits = bb.emit(requantize(acc, self.fc_bias, self.fc_requantize, "int8"))
+                if offset:
+                    pooled = relax.op.add(pooled, const(np.int32(offset)))
+                pooled = bb.emit(relax.op.astype(pooled, dense_input))
+                logits = bb.emit(self._classifier(pooled, offset, const, requantize))
                 out = bb.emit_output(relax.op.multiply(relax.op.astype(logits, "float32"), const(np.float32(self.logits_scale))))
             bb.emit_func_output(out)
         return bb.get()
+
+    def _classifier(self, pooled, offset: int, const, requantize):
+        """The classifier as a 1×1 convolution on the 1×1 pooled map, so that it runs on the
+        dense kernels' dot products: the classes padded with zero weights to a multiple of
+        :data:`CLASSIFIER_CHANNEL_BLOCK` and sliced off again after requantization."""
+        from tvm import relax
+
+        features, classes = self.fc_weight.shape
+        padded = -(-classes // CLASSIFIER_CHANNEL_BLOCK) * CLASSIFIER_CHANNEL_BLOCK
+        weight = np.zeros((1, 1, features, padded), dtype=np.int8)
+        weight[0, 0, :, :classes] = self.fc_weight
+        bias = np.zeros(padded, dtype=np.int64)
+        bias[:classes] = self.fc_bias
+        if offset:  # reads pooled codes + offset: take offset · Σw out again
+            bias -= offset * weight.astype(np.int64).sum(axis=(0, 1, 2))
+        scale = np.ones(padded, dtype=np.float64)
+        scale[:classes] = self.fc_requantize.scale
+        rq = Requantize.of(scale, self.fc_requantize.low, self.fc_requantize.high)
+        batch = self.config.input_shape[0]
+        x = relax.op.reshape(pooled, (batch, 1, 1, features))
+        acc = relax.op.nn.conv2d(x, const(weight), data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")
+        logits = relax.op.reshape(requantize(acc, bias.astype(np.int32), rq, "int8"), (batch, padded))
+        return relax.op.strided_slice(logits, axes=[1], begin=[0], end=[classes])
 
     def _input_codes(self, data, padding: int, dense_input: str, const):
         """The input as the first convolution reads it: NHWC int8 codes (+ 128 as uint8 where the
