@@ -128,8 +128,10 @@ def schedule_conv_dot(sch: s_tir.Schedule, conv_block, conv: ConvNhwc, dot: DotP
         w_factors, f_factors = [None, pixels], [None, vectors]
     w_outer, w_inner = sch.split(w, factors=w_factors)
     f_outer, f_vectors = sch.split(f_blocks, factors=f_factors)
-    sch.reorder(f_outer, n, h, w_outer, kh, kw, c_groups, w_inner, f_vectors, f_lanes, c_lanes)
-    tile_loop = sch.fuse(f_outer, n, h, w_outer)
+    # Row segments outermost, so that each core takes its own rows and computes every channel
+    # block of a segment while its input is in L1.
+    sch.reorder(n, h, w_outer, f_outer, kh, kw, c_groups, w_inner, f_vectors, f_lanes, c_lanes)
+    tile_loop = sch.fuse(n, h, w_outer, f_outer)
     if cores > 1:
         sch.parallel(tile_loop)
     if epilogue is not None:
