@@ -38,6 +38,11 @@ class ConvNhwc:
     in_channels: int
 
     @property
+    def macs(self) -> int:
+        """Multiply-accumulates of the whole convolution."""
+        return self.n * self.h * self.w * self.f * self.kh * self.kw * self.c
+
+    @property
     def is_pointwise(self) -> bool:
         return self.kh == self.kw == 1
 

@@ -32,6 +32,9 @@ from tvmc_mobilenet.schedules.nhwc import ConvNhwc, inline_around, largest_divis
 
 #: The search's largest number of pixels along the row per tile.
 MAX_PIXELS = 14
+#: Smaller convolutions run on one core: about 4 µs of one core's dot products, less than TVM's
+#: parallel launch costs (int8 0.25-128: 0.116 → 0.094 ms, with the depthwise threshold).
+MIN_PARALLEL_MACS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ def schedule_conv_dot(sch: s_tir.Schedule, conv_block, conv: ConvNhwc, dot: DotP
     # block of a segment while its input is in L1.
     sch.reorder(n, h, w_outer, f_outer, kh, kw, c_groups, w_inner, f_vectors, f_lanes, c_lanes)
     tile_loop = sch.fuse(n, h, w_outer, f_outer)
-    if cores > 1:
+    if cores > 1 and conv.macs >= MIN_PARALLEL_MACS:
         sch.parallel(tile_loop)
     if epilogue is not None:
         sch.reverse_compute_at(epilogue, tile_loop, preserve_unit_loops=True)

@@ -22,6 +22,9 @@ from tvmc_mobilenet.schedules.cpu.vector_unit import VectorUnit
 MAX_PIXELS_PER_TILE = 8
 #: Largest number of channel vectors per tile the search tries.
 MAX_VECTORS_PER_TILE = 2
+#: Smaller depthwise convolutions run on one core: about 4 µs of one core's work, less than TVM's
+#: parallel launch costs (see conv_dot.MIN_PARALLEL_MACS).
+MIN_PARALLEL_MACS = 200_000
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ def schedule_depthwise(sch: s_tir.Schedule, conv_block, conv: ConvNhwc, tiles: D
     w_outer, w_inner = sch.split(w, factors=w_factors)
     f_outer, f_vectors = sch.split(f_rest, factors=f_factors)
     sch.reorder(n, h, w_outer, f_outer, kh, kw, c, w_inner, f_vectors, f_lanes)
+    cores = cores if conv.macs >= MIN_PARALLEL_MACS else 1
     finish_tiles(sch, conv_block, epilogue, [n, h, w_outer, f_outer], kh, [kh, kw, w_inner, f_vectors], f_lanes, tiles.lanes, cores)
     return epilogue
 
