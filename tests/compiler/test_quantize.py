@@ -115,8 +115,8 @@ def test_int8_dense_kernels_use_the_cpus_dot_product(tmp_path, mcpu, instruction
     """The pointwise kernels, the first 3×3 convolution and the classifier (a 1×1 convolution on
     the pooled 1×1 map) are register tiles of the CPU's int8 dot product (schedules/cpu/conv_dot.py): AVX-512 VNNI, AVX-VNNI on 256-bit vectors, or AVX2's
     vpmaddwd on bytes widened to 16 bits; each build runs here and equals the integer reference.
-    (α 0.5: the first convolution's 16 channels fill a VNNI vector; at α 0.25 it has 8 and keeps
-    the generic schedule on AVX-512.)"""
+    (α 0.5: the first convolution's 16 channels fill an AVX-512 VNNI vector; at α 0.25 its 8
+    would fall to the next instruction the CPU has.)"""
     import re
     import subprocess
     import tarfile
