@@ -226,7 +226,7 @@ class QuantizedNetwork:
                 for index, conv in enumerate(self.convs[1:], start=1):
                     p, bias = conv.padding, conv.bias
                     if conv.groups == 1 and offset:  # reads codes - 128: take -128 · Σw out again
-                        bias = (bias.astype(np.int64) - offset * conv.weight.astype(np.int64).sum(axis=(0, 1, 2))).astype(np.int32)
+                        bias = _offset_bias(bias, conv.weight, offset)
                     acc = relax.op.nn.conv2d(x, const(conv.weight), strides=conv.stride, padding=(p, p, p, p), groups=conv.groups,
                                              data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")  # fmt: skip
                     shifted = conv.groups != 1 and dense_feeds(index)
@@ -252,17 +252,16 @@ class QuantizedNetwork:
         padded = -(-classes // CLASSIFIER_CHANNEL_BLOCK) * CLASSIFIER_CHANNEL_BLOCK
         weight = np.zeros((1, 1, features, padded), dtype=np.int8)
         weight[0, 0, :, :classes] = self.fc_weight
-        bias = np.zeros(padded, dtype=np.int64)
+        bias = np.zeros(padded, dtype=np.int32)
         bias[:classes] = self.fc_bias
-        if offset:  # reads pooled codes + offset: take offset · Σw out again
-            bias -= offset * weight.astype(np.int64).sum(axis=(0, 1, 2))
+        bias = _offset_bias(bias, weight, offset)  # reads pooled codes + offset
         scale = np.ones(padded, dtype=np.float64)
         scale[:classes] = self.fc_requantize.scale
         rq = Requantize.of(scale, self.fc_requantize.low, self.fc_requantize.high)
         batch = self.config.input_shape[0]
         x = relax.op.reshape(pooled, (batch, 1, 1, features))
         acc = relax.op.nn.conv2d(x, const(weight), data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")
-        logits = relax.op.reshape(requantize(acc, bias.astype(np.int32), rq, "int8"), (batch, padded))
+        logits = relax.op.reshape(requantize(acc, bias, rq, "int8"), (batch, padded))
         return relax.op.strided_slice(logits, axes=[1], begin=[0], end=[classes])
 
     def _input_codes(self, data, padding: int, dense_input: str, const):
@@ -290,8 +289,7 @@ class QuantizedNetwork:
         kh, kw, c, f = conv.weight.shape
         weight = np.zeros((kh, kw, INPUT_CHANNEL_GROUP, f), dtype=np.int8)
         weight[:, :, :c] = conv.weight
-        offset = input_offset * conv.weight.astype(np.int64).sum(axis=(0, 1, 2))
-        return weight, (conv.bias.astype(np.int64) - offset).astype(np.int32)
+        return weight, _offset_bias(conv.bias, conv.weight, input_offset)
 
     def to_json(self) -> dict[str, Any]:
         """The manifest's record: the scheme, the calibration and every scale."""
@@ -312,6 +310,13 @@ class QuantizedNetwork:
                 "requantize_scales": [float(s) for s in self.fc_requantize.scale],
             },
         }
+
+
+def _offset_bias(bias: np.ndarray, weight: np.ndarray, offset: int) -> np.ndarray:
+    """The int32 bias of a convolution whose input codes are shifted by ``offset``: less
+    ``offset`` · Σw per output channel (HWIO weights), so its accumulators stay those of the
+    unshifted codes."""
+    return (bias.astype(np.int64) - offset * weight.astype(np.int64).sum(axis=(0, 1, 2))).astype(np.int32)
 
 
 # -- quantizing a PyTorch MobileNet ----------------------------------------------------------------

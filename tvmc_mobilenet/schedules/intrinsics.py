@@ -115,11 +115,8 @@ def register_vnni_intrinsic() -> None:
     register_cpu_tensor_intrinsics()  # TVM's x86 ones, without every other backend's (23 s)
     from tvm.s_tir.tensor_intrin.x86 import dot_product_16x4_u8i8i32_desc
 
-    try:
-        TensorIntrin.get(VNNI_INTRIN)
+    if _registered(VNNI_INTRIN):
         return
-    except Exception:  # not registered yet (TVM raises its own error type)
-        pass
 
     @T.prim_func(s_tir=True)
     def vnni(
