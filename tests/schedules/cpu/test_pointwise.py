@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tvmc_mobilenet.schedules.nhwc import ConvNhwc
-from tvmc_mobilenet.schedules.cpu.pointwise import Pointwise, default_pointwise_tiles
+from tvmc_mobilenet.schedules.cpu.pointwise import MAX_STACK_TILE_BYTES, Pointwise, default_pointwise_tiles
 from tvmc_mobilenet.schedules.cpu.vector_unit import VectorUnit
 
 from tests.schedules.kernels import HOST, RASP4B, Layer, neon_fmla_count
@@ -41,12 +41,16 @@ def test_pointwise_leaves_other_convolutions_alone():
         (16, 32, VectorUnit(lanes=16, registers=32), (8, 1, 16)),  # α=0.25: one zmm of 16 channels
         (8, 32, VectorUnit(lanes=16, registers=32), (8, 1, 8)),  # 8 channels: half a zmm
         (13, 7, VectorUnit(lanes=8, registers=16), (7, 1, 1)),  # no vector width divides 13: scalar
+        # 112×112×64: 4 pixels × 4 zmm would be 1 KB of accumulators, which TVM allocates per tile
+        # from its workspace pool; 7 × 2 (896 B) stays on the stack
+        (64, 112, VectorUnit(lanes=16, registers=32), (7, 2, 16)),
     ],
 )
 def test_register_tile_fits_the_register_file(f, w, unit, expected):
     tiles = default_pointwise_tiles(ConvNhwc(n=1, h=w, w=w, f=f, kh=1, kw=1, c=64, in_channels=64), unit)
     assert (tiles.pixels, tiles.vectors, tiles.lanes) == expected
     assert tiles.pixels * tiles.vectors + tiles.vectors + 1 <= unit.registers
+    assert 4 * tiles.pixels * tiles.vectors * tiles.lanes <= MAX_STACK_TILE_BYTES
 
 
 def test_pointwise_on_rasp4b_uses_neon_vector_fmas():

@@ -24,6 +24,10 @@ MAX_PIXELS_PER_TILE = 8
 MAX_VECTORS_PER_TILE = 4
 #: Largest number of input channels the search unrolls per step of the reduction.
 MAX_CHANNELS_UNROLLED = 4
+#: A tile's accumulators are a buffer of their own inside the parallel loop; TVM keeps such a
+#: buffer on the stack only below 1 KB (``kMaxStackAlloca``) and otherwise allocates and frees it
+#: from its workspace pool at every tile. The default tile stays below.
+MAX_STACK_TILE_BYTES = 1023
 
 
 @dataclass(frozen=True)
@@ -44,15 +48,16 @@ def default_pointwise_tiles(conv: ConvNhwc, unit: VectorUnit) -> PointwiseTiles:
     """The register tile with the most multiply-adds per load that fits the register file.
 
     ``pixels × vectors`` accumulators plus ``vectors`` weight registers and one broadcast must fit
-    in the vector registers; among the fitting tiles the one with the highest arithmetic
-    intensity ``pixels·vectors / (pixels + vectors)`` wins.
+    in the vector registers, and the accumulators in :data:`MAX_STACK_TILE_BYTES`; among the
+    fitting tiles the one with the highest arithmetic intensity ``pixels·vectors / (pixels +
+    vectors)`` wins.
     """
     lanes = unit.vector_width(conv.f)
     best, best_score = PointwiseTiles(1, 1, lanes), 0.0
     for vectors in (4, 3, 2, 1):
         if conv.f % (vectors * lanes):
             continue
-        limit = min(MAX_PIXELS_PER_TILE, (unit.registers - vectors - 1) // vectors)
+        limit = min(MAX_PIXELS_PER_TILE, (unit.registers - vectors - 1) // vectors, MAX_STACK_TILE_BYTES // (4 * vectors * lanes))
         pixels = largest_divisor_at_most(conv.w, limit)
         score = pixels * vectors / (pixels + vectors)
         if score > best_score:
