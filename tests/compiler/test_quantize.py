@@ -140,3 +140,18 @@ def test_int8_dense_kernels_use_the_cpus_dot_product(tmp_path, mcpu, instruction
         (tmp_path / "model.so").write_bytes(tar.extractfile("model.so").read())
     disassembly = subprocess.run(["objdump", "-d", str(tmp_path / "model.so")], capture_output=True, text=True, timeout=120).stdout
     assert len(re.findall(instruction, disassembly)) >= len(dense)
+
+
+@pytest.mark.nvcc
+def test_int8_builds_for_a_cuda_target(tmp_path):
+    """A CUDA target gets the same integer graph with ``round`` and a cast where CPUs round with
+    LLVM's ``lrint`` (which CUDA's code generator cannot emit); compile-only here."""
+    from tvmc_mobilenet.build import BuildConfig, build_model
+    from tvmc_mobilenet.options import ModelOptions, TargetOptions
+
+    config = BuildConfig(
+        model=ModelOptions(alpha=0.25, resolution=64, quantize="int8"), target=TargetOptions(name="h100"), output=tmp_path / "q.tar"
+    )
+    result = build_model(config)
+    assert result.manifest["library"]["gpu_code"] is not None
+    assert result.manifest["quantization"]["scheme"]

@@ -82,9 +82,8 @@ def _quantized(options: ModelOptions, net, description: dict[str, Any], log: Cal
             return net(torch.from_numpy(x)).numpy()
 
     dense_input = int8_dense_input(target) if target is not None else "uint8"
-    imported = ImportedModel(
-        quantized.relax_module(dense_input), "input", config.input_shape, "float32", QUANTIZED_REFERENCE, quantized.reference
-    )
+    graph = quantized.relax_module(dense_input, llvm_rounding=target is None or target.kind.name == "llvm")
+    imported = ImportedModel(graph, "input", config.input_shape, "float32", QUANTIZED_REFERENCE, quantized.reference)
     description = {**description, "quantize": options.quantize, "dense_input": dense_input}
     return PreparedModel(imported, simplify_for_inference(imported.mod), description, quantized, float_reference)
 

@@ -182,7 +182,7 @@ class QuantizedNetwork:
 
     # -- the same graph in Relax ---------------------------------------------------------------
 
-    def relax_module(self, dense_input: str = "uint8") -> tvm.IRModule:
+    def relax_module(self, dense_input: str = "uint8", llvm_rounding: bool = True) -> tvm.IRModule:
         """The integer graph as a Relax module: float32 NCHW input, float32 logits out, NHWC
         activations and HWIO weights in between (the layout our schedules are written for).
 
@@ -191,6 +191,9 @@ class QuantizedNetwork:
         unsigned × signed) or ``int8`` (Arm ``sdot``, signed × signed). For ``int8`` the
         depthwise convolutions write their uint8 codes less 128 and each pointwise bias gains
         128 · Σw. Either way every accumulator equals the one :meth:`reference` computes.
+
+        ``llvm_rounding`` (CPU targets) rounds the requantized values to integers with LLVM's
+        ``lrint`` (one instruction on x86); without it (CUDA), with ``round`` and a cast.
         """
         from tvm import relax
 
@@ -204,9 +207,13 @@ class QuantizedNetwork:
 
         def requantize(acc, bias: np.ndarray, rq: Requantize, dtype: str, shift: int = 0) -> relax.Expr:
             v = relax.op.astype(relax.op.add(acc, const(bias.astype(np.int32))), "float32")
-            v = relax.op.clip(relax.op.round(relax.op.multiply(v, const(rq.scale))), rq.low, rq.high)  # round half to even
+            v = bb.emit(relax.op.clip(relax.op.multiply(v, const(rq.scale)), rq.low, rq.high))
+            if llvm_rounding:  # half to even, as round is
+                v = bb.emit_te(_round_to_int32, v, primfunc_name_hint="round_to_int32")
+            else:
+                v = relax.op.astype(relax.op.round(v), "int32")
             if shift:
-                v = relax.op.subtract(v, const(np.float32(shift)))
+                v = relax.op.subtract(v, const(np.int32(shift)))
             return relax.op.astype(v, dtype)
 
         def dense_feeds(index: int) -> bool:  # conv ``index`` writes what a dense convolution reads
@@ -310,6 +317,16 @@ class QuantizedNetwork:
                 "requantize_scales": [float(s) for s in self.fc_requantize.scale],
             },
         }
+
+
+def _round_to_int32(x):
+    """TE: float32 → int32 rounded half to even, as one instruction where LLVM has one
+    (``llvm.lrint``: x86 ``vcvtps2dq`` in the default rounding mode; AArch64 ``frintx`` +
+    ``fcvtzs``). The requantization clamps before it, so every value is in range; ``round`` then
+    a truncating cast took two instructions on x86."""
+    from tvm import te, tirx
+
+    return te.compute(x.shape, lambda *i: tirx.call_llvm_pure_intrin("int32", "llvm.lrint", x(*i)), name="round_to_int32")
 
 
 def _offset_bias(bias: np.ndarray, weight: np.ndarray, offset: int) -> np.ndarray:
