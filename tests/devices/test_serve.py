@@ -150,6 +150,29 @@ def test_tracker_that_dies_on_its_own_is_a_one_line_error_and_leaves_nothing(com
     assert not accepts_connections("127.0.0.1", port)
 
 
+def test_a_socket_connected_to_itself_is_no_server(monkeypatch):
+    """A loopback connection whose source port the kernel picks equal to its destination port
+    connects to itself (TCP simultaneous open) with nothing listening: that once made a test see
+    a killed tracker's port still open. Forced here by binding the source port."""
+    import socket
+
+    real = socket.create_connection
+    port = free_port()
+    with real(("127.0.0.1", port), timeout=2, source_address=("127.0.0.1", port)) as itself:
+        assert itself.getsockname() == itself.getpeername()  # the kernel does connect it
+    connected = []
+
+    def to_itself(address, timeout=None):
+        connection = real(address, timeout=timeout, source_address=address)
+        connected.append(connection.getsockname() == connection.getpeername())
+        return connection
+
+    monkeypatch.setattr(socket, "create_connection", to_itself)
+    port = free_port()  # the first one lingers in TIME_WAIT
+    assert not accepts_connections("127.0.0.1", port)
+    assert connected == [True]
+
+
 @pytest.mark.rpc
 @pytest.mark.faults("bad_input")
 def test_tracker_on_a_taken_port_is_refused_before_anything_starts(capsys):

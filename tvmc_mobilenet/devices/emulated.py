@@ -262,7 +262,28 @@ def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
         return  # not even SIGKILL ended it in time (stuck in the kernel): nothing more to do by PID
     if process.returncode is None:
         _signal_group(process.pid, signal.SIGKILL)  # the leader is a zombie: its group ID is still ours
+        _wait_until_group_ended(process.pid)
         process.wait()
+
+
+def _wait_until_group_ended(pgid: int, timeout: float = 5.0) -> None:
+    """Wait (bounded) until no process of group ``pgid`` but zombies is left: a member SIGKILL has
+    reached may still be exiting, its sockets still open (a tracker's worker still listening)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = False
+        for member in psutil.process_iter():
+            try:
+                if os.getpgid(member.pid) == pgid and member.status() != psutil.STATUS_ZOMBIE:
+                    alive = True
+                    break
+            except (ProcessLookupError, psutil.Error, OSError):
+                continue
+        if not alive:
+            return
+        time.sleep(0.02)
 
 
 def _signal_group(pgid: int, sig: int) -> None:

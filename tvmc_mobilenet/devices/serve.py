@@ -260,22 +260,28 @@ def _connect_host(host: str) -> str:
     return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
-def _accepts_connections(host: str, port: int) -> bool:
+def accepts_connections(host: str, port: int) -> bool:
+    """Whether a server listens on ``host:port`` (a wildcard host: reached through loopback).
+
+    A connection to a loopback port that nothing listens on can still succeed: when the kernel
+    picks that same port as the connection's own source port, TCP's simultaneous open connects the
+    socket to itself (ports handed out by ``bind(port 0)`` are in that range). Such a connection
+    counts as no server."""
     try:
-        socket.create_connection((_connect_host(host), port), timeout=2).close()
-        return True
+        with socket.create_connection((_connect_host(host), port), timeout=2) as connection:
+            return connection.getsockname() != connection.getpeername()
     except OSError:
         return False
 
 
 def _refuse_taken_port(host: str, port: int, what: str) -> None:
-    if _accepts_connections(host, port):
+    if accepts_connections(host, port):
         raise RpcError(f"cannot start the {what} on {host}:{port}: something listens there already; choose another port")
 
 
 def _wait_listening(host: str, port: int, process: subprocess.Popen, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
-    while not _accepts_connections(host, port):
+    while not accepts_connections(host, port):
         code = peek_returncode(process)
         if code is not None:
             raise RpcError(f"the {what} (pid {process.pid}) ended ({_ended(code)}) before listening on {host}:{port}")
