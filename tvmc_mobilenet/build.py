@@ -257,8 +257,12 @@ def _compile(mod, tvm_target, database):
         )
     from tvmc_mobilenet.compiler.cuda_binary import keep_cuda_source
 
+    # CPU targets: the VM's main function compiled to machine code ("compiled" mode) rather than
+    # interpreted bytecode; int8 0.25-128 0.094 → 0.090 ms here. CUDA keeps bytecode (its CUDA-graph
+    # rewrite is written for it).
+    exec_mode = "compiled" if tvm_target.kind.name == "llvm" else "bytecode"
     with keep_cuda_source(tvm_target):
-        executable = tvm.compile(scheduled, target=tvm_target, relax_pipeline=lower(tvm_target))
+        executable = tvm.relax.build(scheduled, tvm_target, relax_pipeline=lower(tvm_target), exec_mode=exec_mode)
     return executable, tuned, kernels, layout
 
 
