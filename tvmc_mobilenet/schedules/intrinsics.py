@@ -61,30 +61,43 @@ def _dot_desc(lanes: int, group: int):
     return desc
 
 
+def _broadcast_dot_impl(lanes: int, data_dtype: str, llvm_intrinsic: str):
+    """``C[i] += Σk A[k] · B[i, k]`` over 4-byte groups as one LLVM call: the pixel's 4 bytes
+    broadcast to every lane, ``lanes`` int32 accumulators (x86 ``vpdpbusd``, Arm ``sdot``).
+
+    One expression, no named steps: TVMScript would make each name a local buffer, which inside a
+    parallel loop TVM allocates from its workspace pool at every tile."""
+    from tvm.script import tirx as T
+
+    acc, data, weights = f"int32x{lanes}", f"{data_dtype}x{4 * lanes}", f"int8x{4 * lanes}"
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), data_dtype, offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm_intrinsic),
+                C.vload([0], dtype=acc),
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], f"{data_dtype}x4"), dtype="int32"), lanes), dtype=data),
+                B.vload([0, 0], dtype=weights),
+                dtype=acc,
+            )
+
+    return impl
+
+
 def register_avx2_intrinsics() -> None:
     """Register :data:`AVX_VNNI_INTRIN` and :data:`AVX2_INTRIN`; again is a no-op."""
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
     if not _registered(AVX_VNNI_INTRIN):
-
-        @T.prim_func(s_tir=True)
-        def avx_vnni(a: T.handle, b: T.handle, c: T.handle) -> None:
-            A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
-            B = T.match_buffer(b, (8, 4), "int8", offset_factor=1)
-            C = T.match_buffer(c, (8,), "int32", offset_factor=1)
-            with T.sblock("root"):
-                T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-                T.writes(C[0:8])
-                C[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"),
-                    C.vload([0], dtype="int32x8"),
-                    T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8), dtype="uint8x32"),
-                    B.vload([0, 0], dtype="int8x32"),
-                    dtype="int32x8",
-                )
-
-        TensorIntrin.register(AVX_VNNI_INTRIN, _dot_desc(8, 4), avx_vnni)
+        TensorIntrin.register(AVX_VNNI_INTRIN, _dot_desc(8, 4), _broadcast_dot_impl(8, "uint8", "llvm.x86.avx512.vpdpbusd.256"))
 
     if not _registered(AVX2_INTRIN):
 
@@ -111,7 +124,6 @@ def register_vnni_intrinsic() -> None:
     """Register :data:`VNNI_INTRIN` (TVM's description, an implementation LLVM accepts); again is
     a no-op."""
     from tvm.s_tir import TensorIntrin
-    from tvm.script import tirx as T
 
     register_cpu_tensor_intrinsics()  # TVM's x86 ones, without every other backend's (23 s)
     from tvm.s_tir.tensor_intrin.x86 import dot_product_16x4_u8i8i32_desc
@@ -119,24 +131,7 @@ def register_vnni_intrinsic() -> None:
     if _registered(VNNI_INTRIN):
         return
 
-    @T.prim_func(s_tir=True)
-    def vnni(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((16, 4), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], dtype="int32x16"),
-                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16), dtype="uint8x64"),
-                B.vload([0, 0], dtype="int8x64"),
-                dtype="int32x16",
-            )
-
-    TensorIntrin.register(VNNI_INTRIN, dot_product_16x4_u8i8i32_desc, vnni)
+    TensorIntrin.register(VNNI_INTRIN, dot_product_16x4_u8i8i32_desc, _broadcast_dot_impl(16, "uint8", "llvm.x86.avx512.vpdpbusd.512"))
 
 
 def register_sdot_intrinsic() -> None:
@@ -144,11 +139,10 @@ def register_sdot_intrinsic() -> None:
 
     TVM's own (``dot_4x4_i8i8s32_sdot``) names each step of its implementation (``vec_a = …``),
     and TVMScript makes every such name a local buffer: inside a parallel loop, six workspace
-    allocations and frees per call of the tile. Our intrinsics are one expression each (as the
-    VNNI one: there the 64-byte pixel buffer cost 45 % of the 112×112×32 pointwise kernel).
+    allocations and frees per call of the tile (see :func:`_broadcast_dot_impl`; on VNNI the one
+    64-byte pixel buffer cost 45 % of the 112×112×32 pointwise kernel).
     """
     from tvm.s_tir import TensorIntrin
-    from tvm.script import tirx as T
 
     register_cpu_tensor_intrinsics()
     from tvm.s_tir.tensor_intrin.arm_cpu import get_dotprod_intrin
@@ -156,25 +150,8 @@ def register_sdot_intrinsic() -> None:
     if _registered(SDOT_INTRIN):
         return
 
-    @T.prim_func(s_tir=True)
-    def sdot(
-        A: T.Buffer((4,), "int8", offset_factor=1),
-        B: T.Buffer((4, 4), "int8", offset_factor=1),
-        C: T.Buffer((4,), "int32", offset_factor=1),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:4], A[0:4], B[0:4, 0:4])
-            T.writes(C[0:4])
-            C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
-                C.vload([0], dtype="int32x4"),
-                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 4), dtype="int8x16"),
-                B.vload([0, 0], dtype="int8x16"),
-                dtype="int32x4",
-            )
-
     desc, _tvm_impl = get_dotprod_intrin("int8", "int32")
-    TensorIntrin.register(SDOT_INTRIN, desc, sdot)
+    TensorIntrin.register(SDOT_INTRIN, desc, _broadcast_dot_impl(4, "int8", "llvm.aarch64.neon.sdot.v4i32.v16i8"))
 
 
 def register_tensor_intrinsics(target) -> None:
