@@ -268,7 +268,8 @@ def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
 
 def _wait_until_group_ended(pgid: int, timeout: float = 5.0) -> None:
     """Wait (bounded) until no process of group ``pgid`` but zombies is left: a member SIGKILL has
-    reached may still be exiting, its sockets still open (a tracker's worker still listening)."""
+    reached may still be exiting, with its sockets still open (a server's child process holding
+    the listening port)."""
     import psutil
 
     deadline = time.monotonic() + timeout
