@@ -38,9 +38,23 @@ def cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tuned(cache):
+def builder_tmp(tmp_path_factory):
+    """The temporary directory the tune's builder workers (new processes) write candidates into."""
+    return tmp_path_factory.mktemp("builder-tmp")
+
+
+@pytest.fixture(scope="module")
+def tuned(cache, builder_tmp):
     """`tune --trials 64` into the host's default database, through the CLI."""
-    code = main(["tune", *SMALL, "--trials", "64", "--seed", "1"])
+    previous = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(builder_tmp)
+    try:
+        code = main(["tune", *SMALL, "--trials", "64", "--seed", "1"])
+    finally:
+        if previous is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = previous
     assert code == 0
     return default_database_dir("host")
 
@@ -61,6 +75,11 @@ def test_tune_measures_every_task_and_reports(tuned):
     assert report["estimated_latency_ms"] > 0 and report["trials_per_minute"] > 0
     assert report["curve"][-1]["trials"] == 64
     assert report["time_breakdown_s"]["SendToBuilder"] > 0
+
+
+def test_tune_leaves_no_candidate_libraries_behind(tuned, builder_tmp):
+    """Every candidate built (the search's and the default schedules') is deleted once measured."""
+    assert not list(builder_tmp.glob("tvmc-mobilenet-candidate-*"))
 
 
 def test_build_applies_the_default_database(tuned, tmp_path):

@@ -479,11 +479,16 @@ def measure_default_schedules(tasks: list[Task], database, builder, runner, budg
         else:  # a failed trial, recorded as MetaSchedule records its own: with an impossible run time
             commit(job, [FAILED_RUN_RECORD_SECONDS])
             on_measured(job[0], [ms.runner.RunnerResult(None, f"default schedule did not build: {build.error_msg}")])
-    for job, future in zip(measured, runner.run(inputs), strict=True):
-        result = future.result()
-        ok = result.error_msg is None and result.run_secs
-        commit(job, result.run_secs if ok else [FAILED_RUN_RECORD_SECONDS])
-        on_measured(job[0], [result])
+    try:
+        for job, future in zip(measured, runner.run(inputs), strict=True):
+            result = future.result()
+            ok = result.error_msg is None and result.run_secs
+            commit(job, result.run_secs if ok else [FAILED_RUN_RECORD_SECONDS])
+            on_measured(job[0], [result])
+    finally:  # what MetaSchedule's RemoveBuildArtifact callback does for the search's own trials
+        for build in built:
+            if build.artifact_path is not None:
+                ms.utils.remove_build_dir(build.artifact_path)
     return [job[0] for job in jobs]
 
 
