@@ -18,7 +18,11 @@ from tvmc_mobilenet.build import BuildConfig, build_model
 
 def pytest_configure(config):
     """Keep the user's tuning databases out of the tests: a private cache directory per run."""
-    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="tvmc-mobilenet-test-cache-")
+    config.private_cache = os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="tvmc-mobilenet-test-cache-")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(getattr(config, "private_cache", ""), ignore_errors=True)
 
 
 #: Counts of the fault-injection suite (tests marked ``faults``), printed at the end of the session.
