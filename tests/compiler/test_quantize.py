@@ -103,6 +103,33 @@ def test_tvm_kernels_equal_the_integer_reference_across_alpha(alpha, dense_input
             q.relax_module("int4")
 
 
+def test_rounds_before_clamping_only_where_int32_holds_every_product(tiny_quantized):
+    """On CPUs the module rounds to int32 and then clamps (LLVM narrows with saturation), which
+    equals clamping first only while no ``(acc + bias) · scale`` can leave int32. A layer whose
+    scale breaks that bound keeps the float clamp: its huge products still saturate to 255 (an
+    int32 conversion would have wrapped them to 0)."""
+    import copy
+
+    import tvm
+    from tvm import relax
+
+    from tvmc_mobilenet.compiler.passes import legalize_and_fuse, lower, schedule, simplify_for_inference
+    from tvmc_mobilenet.compiler.quantize import _scaled_fits_int32
+    from tvmc_mobilenet.targets.registry import resolve_target
+
+    _, q = tiny_quantized
+    assert all(_scaled_fits_int32(c.weight, c.bias, c.requantize.scale) for c in q.convs)
+    huge = copy.deepcopy(q)
+    layer = huge.convs[2]  # the first pointwise convolution
+    layer.requantize = Requantize.of(layer.requantize.scale.astype(np.float64) * 1e9, layer.requantize.low, layer.requantize.high)
+    assert not _scaled_fits_int32(layer.weight, layer.bias, layer.requantize.scale)
+    target = resolve_target("host").tvm_target()
+    mod = schedule(legalize_and_fuse(simplify_for_inference(huge.relax_module()), target), target)
+    vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=lower(target)), tvm.cpu())
+    x = np.random.default_rng(5).standard_normal(huge.config.input_shape, dtype=np.float32)
+    assert np.max(np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - huge.reference(x))) <= huge.logits_scale * (1 + 1e-6)
+
+
 @pytest.mark.parametrize(
     ("mcpu", "instruction"),
     [

@@ -205,13 +205,19 @@ class QuantizedNetwork:
             array = np.asarray(array)
             return relax.const(array, str(array.dtype))  # relax.const alone narrows int64 to int32
 
-        def requantize(acc, bias: np.ndarray, rq: Requantize, dtype: str, shift: int = 0) -> relax.Expr:
+        def requantize(acc, weight: np.ndarray, bias: np.ndarray, rq: Requantize, dtype: str, shift: int = 0) -> relax.Expr:
             v = relax.op.astype(relax.op.add(acc, const(bias.astype(np.int32))), "float32")
-            v = bb.emit(relax.op.clip(relax.op.multiply(v, const(rq.scale)), rq.low, rq.high))
-            if llvm_rounding:  # half to even, as round is
-                v = bb.emit_te(_round_to_int32, v, primfunc_name_hint="round_to_int32")
+            v = relax.op.multiply(v, const(rq.scale))
+            if llvm_rounding and _scaled_fits_int32(weight, bias, rq.scale):
+                # Round first, then clamp the int32: on x86 the [0, 255] clamp and the narrowing
+                # become vpmaxsd + vpmovusdb instead of vminps + vmaxps + vpmovdb (a 56×56×128
+                # depthwise kernel, one thread: 0.059 → 0.054 ms)
+                v = bb.emit_te(_round_to_int32, bb.emit(v), primfunc_name_hint="round_to_int32")
+                v = relax.op.clip(v, rq.low, rq.high)
+            elif llvm_rounding:  # half to even, as round is
+                v = bb.emit_te(_round_to_int32, bb.emit(relax.op.clip(v, rq.low, rq.high)), primfunc_name_hint="round_to_int32")
             else:
-                v = relax.op.astype(relax.op.round(v), "int32")
+                v = relax.op.astype(relax.op.round(relax.op.clip(v, rq.low, rq.high)), "int32")
             if shift:
                 v = relax.op.subtract(v, const(np.int32(shift)))
             return relax.op.astype(v, dtype)
@@ -229,7 +235,7 @@ class QuantizedNetwork:
                 acc = relax.op.nn.conv2d(
                     x, const(weight), strides=first.stride, padding=0, data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32"
                 )
-                x = bb.emit(requantize(acc, bias, first.requantize, "uint8"))
+                x = bb.emit(requantize(acc, weight, bias, first.requantize, "uint8"))
                 for index, conv in enumerate(self.convs[1:], start=1):
                     p, bias = conv.padding, conv.bias
                     if conv.groups == 1 and offset:  # reads codes - 128: take -128 · Σw out again
@@ -237,7 +243,7 @@ class QuantizedNetwork:
                     acc = relax.op.nn.conv2d(x, const(conv.weight), strides=conv.stride, padding=(p, p, p, p), groups=conv.groups,
                                              data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")  # fmt: skip
                     shifted = conv.groups != 1 and dense_feeds(index)
-                    x = bb.emit(requantize(acc, bias, conv.requantize, dense_input if shifted else "uint8", -offset if shifted else 0))
+                    x = bb.emit(requantize(acc, conv.weight, bias, conv.requantize, dense_input if shifted else "uint8", -offset if shifted else 0))
                 hw = int(x.ty.shape[1]) * int(x.ty.shape[2])
                 total = relax.op.sum(relax.op.astype(x, "int32"), axis=[1, 2])
                 pooled = relax.op.floor_divide(relax.op.add(total, const(np.int32(hw // 2))), const(np.int32(hw)))
@@ -268,7 +274,7 @@ class QuantizedNetwork:
         batch = self.config.input_shape[0]
         x = relax.op.reshape(pooled, (batch, 1, 1, features))
         acc = relax.op.nn.conv2d(x, const(weight), data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")
-        logits = relax.op.reshape(requantize(acc, bias, rq, "int8"), (batch, padded))
+        logits = relax.op.reshape(requantize(acc, weight, bias, rq, "int8"), (batch, padded))
         return relax.op.strided_slice(logits, axes=[1], begin=[0], end=[classes])
 
     def _input_codes(self, data, padding: int, dense_input: str, const):
@@ -317,6 +323,14 @@ class QuantizedNetwork:
                 "requantize_scales": [float(s) for s in self.fc_requantize.scale],
             },
         }
+
+
+def _scaled_fits_int32(weight: np.ndarray, bias: np.ndarray, scale: np.ndarray) -> bool:
+    """Whether every ``(acc + bias) · scale`` of a convolution is below 2^31 in magnitude for any
+    8-bit input (|code| ≤ 255), so that it can be rounded to int32 before it is clamped: the
+    result is then the same as clamping first (the bounds are integers)."""
+    reach = np.abs(weight.astype(np.int64)).reshape(-1, weight.shape[-1]).sum(axis=0) * 255 + np.abs(bias.astype(np.int64))
+    return float(np.max(reach * scale.astype(np.float64))) < 2.0**31 * 0.999
 
 
 def _round_to_int32(x):
