@@ -28,7 +28,11 @@ def test_tiny_artifact_is_verified_and_complete(tiny_artifact):
     assert m["verification"]["status"] == "passed"
     assert m["verification"]["max_rel_error"] <= 1e-4
     assert m["model"]["alpha"] == 0.25 and m["model"]["resolution"] == 96 and m["model"]["variant"] == "mobilenet"
-    assert m["input"] == {"name": m["input"]["name"], "shape": [1, 3, 96, 96], "dtype": "float32", "layout": "NCHW"}
+    assert {k: v for k, v in m["input"].items() if k != "preprocess"} == {
+        "name": m["input"]["name"], "shape": [1, 3, 96, 96], "dtype": "float32", "layout": "NCHW"
+    }  # fmt: skip
+    assert m["input"]["preprocess"]["name"] == "torch"  # the built-in network's default normalisation
+    assert m["input"]["preprocess"]["mean"] == pytest.approx([0.485 * 255, 0.456 * 255, 0.406 * 255])
     assert m["target"]["name"] == "host" and m["target"]["tvm"]["kind"] == "llvm"
     assert m["versions"]["tvm"] == importlib.metadata.version("apache-tvm")
     assert m["versions"]["tvm_ffi"] == importlib.metadata.version("apache-tvm-ffi")
@@ -218,13 +222,15 @@ def test_int8_build_records_its_quantization_and_verifies_exactly(tmp_path):
     calibration.mkdir()
     for i in range(3):
         Image.new("RGB", (72, 72), (40 * i, 200 - 50 * i, 90)).save(calibration / f"{i}.png")
-    config = BuildConfig(model=ModelOptions(**TINY, quantize="int8", calibration=calibration), output=tmp_path / "q.tar")
+    config = BuildConfig(model=ModelOptions(**TINY, quantize="int8", calibration=calibration, preprocess="tf"), output=tmp_path / "q.tar")
     lines: list[str] = []
     result = build_model(config, log=lines.append)
     m = result.manifest
     assert m["model"]["name"] == "mobilenet_v1_0.25_96_int8" and m["model"]["quantize"] == "int8"
     q = m["quantization"]
     assert q["scheme"] == "int8" and q["calibration"]["images"] == 3 and q["calibration"]["source"] == str(calibration)
+    # --preprocess tf: recorded for `run --image`, and the calibration images were normalised with it
+    assert m["input"]["preprocess"]["name"] == "tf" and "(x - 127.5) / 127.5" in q["calibration"]["preprocessing"]
     assert len(q["layers"]) == 27 and all(len(layer["requantize_scales"]) == len(layer["weight_scales"]) for layer in q["layers"])
     assert 0 <= q["against_fp32"]["top1_agreement"] <= 1 and q["against_fp32"]["samples"] == 16
     assert any("int8 against fp32" in line and "SQNR" in line for line in lines)

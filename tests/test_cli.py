@@ -76,6 +76,19 @@ def test_build_run_bench(capsys, tmp_path):
     code, out, err = cli(capsys, "run", str(out_file), "--input", str(tmp_path / "in.npy"), "--top", "3")
     assert code == 0 and "top-3" in out
 
+    from PIL import Image
+
+    from tvmc_mobilenet.model.labels import imagenet_classes
+
+    Image.new("RGB", (80, 60), (200, 30, 10)).save(tmp_path / "red.png")
+    code, out, err = cli(capsys, "run", str(out_file), "--image", str(tmp_path / "red.png"), "--output", str(tmp_path / "red.npy"))
+    assert code == 0, err
+    best = int(np.argmax(np.load(tmp_path / "red.npy")[0]))
+    assert "red.png: top-5 classes" in out and f"{best} {imagenet_classes()[best]}: " in out and "normalised with 'torch'" in out
+    (tmp_path / "bad.jpg").write_text("no")
+    code, out, err = cli(capsys, "run", str(out_file), "--image", str(tmp_path / "bad.jpg"))
+    assert code == 2 and "cannot be decoded" in err and len(err.strip().splitlines()) == 1
+
     code, out, err = cli(capsys, "bench", str(out_file), "--repeat", "3", "--number", "2", "--profile", "--json", str(tmp_path / "b.json"))
     assert code == 0, err
     assert "median" in out and "images/s" in out and "Per-kernel profile" in out
@@ -105,6 +118,8 @@ def test_build_run_bench(capsys, tmp_path):
         (["build", "--tuning-db", "/no/such/db", "-a", "0.25", "-r", "64"], r"tuning database '/no/such/db' is not a directory", 7),
         (["info", "--alpha", "-1"], r"alpha must be a number in \(0, 1\]", 2),
         (["run", "/no/such.tar"], r"artifact '/no/such.tar' does not exist", 4),
+        (["run", "x.tar", "--preprocess", "caffe"], r"Invalid value for '--preprocess': 'caffe' is not one of 'torch', 'tf', 'none'", 2),
+        (["build", "--preprocess", "caffe"], r"Invalid value for '--preprocess'", 2),
         (["bench", "/no/such.tar"], r"artifact '/no/such.tar' does not exist", 4),
         (["bench", "x.tar", "--repeat", "0"], r"Invalid value for '--repeat'", 2),
         (["frobnicate"], r"No such command 'frobnicate'", 2),

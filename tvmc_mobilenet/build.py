@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from tvmc_mobilenet import __version__
+from tvmc_mobilenet.model.preprocess import image_layout
 from tvmc_mobilenet.options import ModelOptions, TargetOptions
 from tvmc_mobilenet.errors import BadInputError, CudaCompileError, TuningError, VerificationError
 from tvmc_mobilenet.runtime.artifact import (
@@ -135,7 +136,8 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
             "name": imported.input_name,
             "shape": list(imported.input_shape),
             "dtype": imported.input_dtype,
-            "layout": "NCHW",
+            "layout": image_layout(imported.input_shape),
+            "preprocess": loaded.normalisation(config.model).to_json(),
         },
         "output": {"shape": list(reference_output.shape), "dtype": str(reference_output.dtype)},
         "target": {

@@ -21,6 +21,7 @@ import click
 
 from tvmc_mobilenet import __version__
 from tvmc_mobilenet.errors import TvmcMobilenetError
+from tvmc_mobilenet.model.preprocess import NORMALISATIONS
 from tvmc_mobilenet.options import DEFAULT_CALIBRATION_SAMPLES, QUANTIZE_SCHEMES, ModelOptions, RpcOptions, TargetOptions, TimingOptions
 
 FILE = click.Path(dir_okay=False, path_type=Path)
@@ -81,6 +82,9 @@ def model_options(weights: bool):
         ("model_file", click.option("--model", "model_file", type=FILE, help="A user's ONNX file instead of the built-in network.")),
         ("quantize", click.option("--quantize", type=click.Choice(list(QUANTIZE_SCHEMES)),
                                   help="Post-training quantization of the built-in network (default: none, fp32).")),
+        ("preprocess", click.option("--preprocess", type=click.Choice(list(NORMALISATIONS)),
+                                    help="How images are normalised for the model (recorded in the artifact; used for calibration "
+                                         "images). Default: tf for NHWC inputs, else torch.")),  # fmt: skip
         ("calibration", click.option("--calibration", type=click.Path(path_type=Path), metavar="PATH",
                                      help="Calibration inputs for --quantize: a folder of images or .npy arrays, or a .npy file "
                                      f"(default: {DEFAULT_CALIBRATION_SAMPLES} samples of the reference input distribution).")),
@@ -331,18 +335,28 @@ def _print_tune_report(result) -> None:
 @cli.command()
 @click.argument("artifact", type=FILE)
 @click.option("--input", "input_file", type=FILE, help="Input tensor (.npy); default: the artifact's reference input.")
+@click.option("--image", "images", type=FILE, multiple=True, help="An image to classify (JPEG, PNG…); repeat for several.")
+@click.option("--preprocess", type=click.Choice(list(NORMALISATIONS)),
+              help="How the images are normalised (default: what the build recorded).")  # fmt: skip
+@click.option("--labels", type=FILE, help="Class names, one a line (default: ImageNet's for 1000 or 1001 classes).")
 @click.option("--output", "output_file", type=FILE, help="Save the logits here (.npy).")
 @click.option("--top", type=click.IntRange(1, 100), default=5, show_default=True, help="How many classes to print.")
 @rpc_options()
-def run(artifact: Path, input_file: Path | None, output_file: Path | None, top: int, rpc: RpcOptions) -> None:
-    """Run an artifact once and print the top classes."""
+def run(artifact: Path, input_file: Path | None, images: tuple[Path, ...], preprocess: str | None, labels: Path | None,
+        output_file: Path | None, top: int, rpc: RpcOptions) -> None:  # fmt: skip
+    """Run an artifact once (on a tensor or on images) and print the top classes."""
     from tvmc_mobilenet.runtime.commands import RunConfig, run_artifact
 
-    result = run_artifact(RunConfig(artifact, input_file=input_file, output_file=output_file, top=top, rpc=rpc))
+    config = RunConfig(artifact, input_file=input_file, images=images, preprocess=preprocess, labels=labels, output_file=output_file,
+                       top=top, rpc=rpc)  # fmt: skip
+    result = run_artifact(config)
     console = _console()
-    for image, classes in enumerate(result.classes):
-        line = ", ".join(f"{c}: {p:.3f}" for c, p in classes)
-        console.print(f"image {image}: top-{top} classes (class: probability) {line}")
+    if result.normalisation:
+        console.print(f"images normalised with '{result.normalisation}', resized and centre-cropped to the model's input")
+    for source, classes in zip(result.sources, result.classes, strict=True):
+        console.print(f"{source}: top-{top} classes (class: probability)")
+        for c in classes:
+            console.print(f"  {c.index:>5} {c.name + ': ' if c.name else ''}{c.probability:.3f}", markup=False, highlight=False)
     if result.comparison is not None:
         console.print(f"[green]matches[/green] the reference output (max abs error {result.comparison.max_abs_error:.3g})")
     if result.output_file:

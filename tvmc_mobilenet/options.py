@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tvmc_mobilenet.errors import BadInputError
+from tvmc_mobilenet.model.preprocess import normalisation
 from tvmc_mobilenet.model.spec import ModelConfig
 from tvmc_mobilenet.targets.toolchain import CudaCompiler, parse_cuda_compiler
 
@@ -49,8 +50,13 @@ class ModelOptions:
     #: Calibration inputs for ``quantize``: a folder of images or .npy arrays, or one .npy file;
     #: None: samples of the reference input distribution.
     calibration: Path | None = None
+    #: How images are normalised for the model (model/preprocess.py: ``torch``, ``tf``, ``none``),
+    #: recorded in the manifest and used for calibration images; None: the model source's default.
+    preprocess: str | None = None
 
     def __post_init__(self) -> None:
+        if self.preprocess is not None:
+            normalisation(self.preprocess)  # a known name
         if self.quantize is not None and self.quantize not in QUANTIZE_SCHEMES:
             raise BadInputError(f"--quantize must be one of {', '.join(QUANTIZE_SCHEMES)} (or left out for fp32), got {self.quantize!r}")
         if self.calibration is not None and self.quantize is None:

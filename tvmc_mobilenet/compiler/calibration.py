@@ -2,9 +2,9 @@
 reference input distribution.
 
 ``--calibration PATH`` is a folder of images (JPEG, PNG, BMP, WebP) and/or ``.npy`` arrays, or a
-single ``.npy`` file. Images are preprocessed as the built-in network expects (torchvision's
-ImageNet evaluation transform: the shorter side resized to resolution / 0.875, a centre crop, then
-the ImageNet mean and standard deviation); arrays are taken as they are, ``(3, R, R)`` or
+single ``.npy`` file. Images are preprocessed as the model expects (model/preprocess.py: the
+shorter side resized to resolution / 0.875, a centre crop, then the build's normalisation, the
+ImageNet mean and standard deviation by default); arrays are taken as they are, ``(3, R, R)`` or
 ``(N, 3, R, R)`` float. Without ``--calibration`` the quantizer sees
 :data:`~tvmc_mobilenet.options.DEFAULT_CALIBRATION_SAMPLES` draws of the reference
 input distribution (standard normal, as the build's reference input), and the manifest says so.
@@ -18,18 +18,15 @@ from typing import Any
 import numpy as np
 
 from tvmc_mobilenet.errors import BadInputError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-#: torchvision's evaluation crop: resize to size / 0.875 (256 for 224), crop the centre.
-CROP_FRACTION = 0.875
+from tvmc_mobilenet.model.preprocess import CROP_FRACTION, IMAGE_SUFFIXES, NORMALISATIONS, Normalisation, read_image
 #: The most calibration inputs read (the rest of a larger folder is not used).
 MAX_SAMPLES = 1000
 
 
-def calibration_inputs(path: Path | None, resolution: int, samples: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """(inputs as float32 NCHW, what the manifest records about them)."""
+def calibration_inputs(
+    path: Path | None, resolution: int, samples: int, seed: int, norm: Normalisation = NORMALISATIONS["torch"]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """(inputs as float32 NCHW, what the manifest records about them); images are normalised with ``norm``."""
     if path is None:
         data = np.random.default_rng(seed).standard_normal((samples, 3, resolution, resolution), dtype=np.float32)
         return data, {"source": "random", "distribution": "standard normal, as the reference input", "samples": samples, "seed": seed}
@@ -50,7 +47,10 @@ def calibration_inputs(path: Path | None, resolution: int, samples: int, seed: i
     arrays = []
     count = 0
     for file in files:
-        batch = _read_array(file, resolution) if file.suffix == ".npy" else _read_image(file, resolution)[None]
+        if file.suffix == ".npy":
+            batch = _read_array(file, resolution)
+        else:
+            batch = read_image(file, (1, 3, resolution, resolution), norm, what="calibration image")[None]
         arrays.append(batch)
         count += len(batch)
         if count >= MAX_SAMPLES:
@@ -59,7 +59,7 @@ def calibration_inputs(path: Path | None, resolution: int, samples: int, seed: i
     images = sum(1 for f in files if f.suffix.lower() in IMAGE_SUFFIXES)
     info = {"source": str(path), "samples": int(len(data)), "files": len(files), "images": images}
     if images:
-        info["preprocessing"] = f"resize to {round(resolution / CROP_FRACTION)}, centre crop {resolution}, ImageNet mean/std"
+        info["preprocessing"] = f"resize to {round(resolution / CROP_FRACTION)}, centre crop {resolution}, {norm.description}"
     return data, info
 
 
@@ -79,23 +79,3 @@ def _read_array(file: Path, resolution: int) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise BadInputError(f"calibration array {str(file)!r} holds NaN or infinite values")
     return array.astype(np.float32)
-
-
-def _read_image(file: Path, resolution: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(file) as image:
-            image = image.convert("RGB")
-            width, height = image.size
-            short = round(resolution / CROP_FRACTION)
-            scale = short / min(width, height)
-            image = image.resize((max(resolution, round(width * scale)), max(resolution, round(height * scale))), Image.BILINEAR)
-            left = (image.width - resolution) // 2
-            top = (image.height - resolution) // 2
-            image = image.crop((left, top, left + resolution, top + resolution))
-            pixels = np.asarray(image, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise BadInputError(f"calibration image {str(file)!r} cannot be decoded ({type(exc).__name__}: {exc})") from None
-    normalised = (pixels - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
-    return np.transpose(normalised, (2, 0, 1))

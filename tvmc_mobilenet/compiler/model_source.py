@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
+from tvmc_mobilenet.model.preprocess import Normalisation, default_normalisation, normalisation
 from tvmc_mobilenet.options import ModelOptions
 
 
@@ -25,6 +26,13 @@ class PreparedModel:
     quantized: Any = None  # quantize.QuantizedNetwork
     #: The fp32 network's logits for an input (what a quantized model is compared with).
     float_reference: Callable[[Any], Any] | None = None
+
+    def normalisation(self, options: ModelOptions) -> Normalisation:
+        """How images are normalised for this model: ``options.preprocess``, else the default of
+        its source and input layout."""
+        if options.preprocess is not None:
+            return normalisation(options.preprocess)
+        return default_normalisation(self.description["source"], self.imported.input_shape)
 
 
 def import_model(options: ModelOptions, log: Callable[[str], None] = lambda _msg: None, target=None) -> PreparedModel:
@@ -73,7 +81,8 @@ def _quantized(options: ModelOptions, net, description: dict[str, Any], log: Cal
     from tvmc_mobilenet.schedules.cpu.conv_dot import int8_dense_input
 
     config = options.model_config()
-    data, info = calibration_inputs(options.calibration, config.resolution, DEFAULT_CALIBRATION_SAMPLES, seed=options.seed + 1)
+    norm = normalisation(options.preprocess) if options.preprocess else default_normalisation("builtin", config.input_shape)
+    data, info = calibration_inputs(options.calibration, config.resolution, DEFAULT_CALIBRATION_SAMPLES, seed=options.seed + 1, norm=norm)
     log(f"quantizing to int8, calibrated on {info['samples']} inputs ({info['source']})")
     quantized = quantize_network(net, data, info)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from tvmc_mobilenet.model.preprocess import Normalisation, default_normalisation, normalisation
 from tvmc_mobilenet.errors import ArtifactError
 from tvmc_mobilenet.files import atomic_write
 
@@ -88,6 +89,20 @@ class Artifact:
     @property
     def input_dtype(self) -> str:
         return self.manifest["input"]["dtype"]
+
+    @property
+    def normalisation(self) -> Normalisation:
+        """How images are normalised for the model: as recorded at build time (artifacts built
+        before ``--preprocess`` existed get the default of their model's source)."""
+        recorded = self.manifest["input"].get("preprocess")
+        if recorded:
+            return normalisation(recorded["name"])
+        return default_normalisation(self.manifest["model"].get("source", "builtin"), self.input_shape)
+
+    @property
+    def num_classes(self) -> int:
+        """Outputs per image (the last axis of the output)."""
+        return int(self.manifest["output"]["shape"][-1])
 
     @property
     def target_name(self) -> str:

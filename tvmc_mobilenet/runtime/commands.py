@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from tvmc_mobilenet.errors import ArtifactError
+from tvmc_mobilenet.errors import ArtifactError, BadInputError
+from tvmc_mobilenet.model.labels import default_labels, read_labels
+from tvmc_mobilenet.model.preprocess import normalisation, read_image
 from tvmc_mobilenet.files import write_json
 from tvmc_mobilenet.options import RpcOptions, TimingOptions
 from tvmc_mobilenet.runtime.artifact import Artifact, open_artifact
@@ -57,31 +59,85 @@ class RunConfig:
     artifact: Path
     #: Input tensor (.npy); None: the artifact's reference input, whose output is then checked.
     input_file: Path | None = None
+    #: Images (JPEG, PNG…) to classify instead of ``input_file``: resized, cropped and normalised
+    #: as the model expects (model/preprocess.py).
+    images: tuple[Path, ...] = ()
+    #: The images' normalisation (``torch``, ``tf``, ``none``); None: the one the manifest records.
+    preprocess: str | None = None
+    #: Class names, one a line; None: ImageNet's for 1000 or 1001 outputs, else class numbers only.
+    labels: Path | None = None
     #: Where to save the logits (.npy), if anywhere.
     output_file: Path | None = None
     #: How many classes to report per image.
     top: int = 5
     rpc: RpcOptions = field(default_factory=RpcOptions)
 
+    def __post_init__(self) -> None:
+        if self.images and self.input_file is not None:
+            raise BadInputError("give either --input (a .npy tensor) or --image files, not both")
+        if self.preprocess is not None:
+            if not self.images:
+                raise BadInputError("--preprocess says how --image files are normalised; it needs --image")
+            normalisation(self.preprocess)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One class of an image's top list."""
+
+    index: int
+    probability: float
+    name: str | None  # None: the model's classes have no names
+
 
 @dataclass(frozen=True)
 class RunResult:
-    #: Per image, the ``top`` most probable (class, probability) pairs.
-    classes: list[list[tuple[int, float]]]
+    #: Per image, the ``top`` most probable classes.
+    classes: list[list[Prediction]]
+    #: What each row of ``classes`` is: the image's file name, or "image N" of a tensor batch.
+    sources: list[str]
     #: The output against the stored reference (when the reference input was run).
     comparison: Comparison | None
     output_file: Path | None
+    #: The normalisation the images were given (None without images).
+    normalisation: str | None = None
 
 
 def run_artifact(config: RunConfig) -> RunResult:
-    """Run the artifact once; raises VerificationError if the reference input's output is off."""
-    loaded = load_artifact(config.artifact, config.rpc)
-    data = load_input(config.input_file) if config.input_file else loaded.artifact.reference_input()
-    logits = loaded.model.run(data)
-    comparison = check_against_reference(logits, loaded.artifact) if config.input_file is None else None
+    """Run the artifact once (once per batch of images); raises VerificationError if the
+    reference input's output is off."""
+    artifact = open_artifact(config.artifact)
+    names = read_labels(config.labels, artifact.num_classes) if config.labels else default_labels(artifact.num_classes)
+    norm = normalisation(config.preprocess) if config.preprocess else artifact.normalisation
+    batches = image_batches(config.images, artifact.input_shape, norm) if config.images else None
+    data = None if batches else load_input(config.input_file) if config.input_file else artifact.reference_input()
+    target = RpcTarget.from_options(config.rpc)
+    model = load(artifact, target)
+    comparison = None
+    if batches:
+        logits = np.concatenate([model.run(batch) for batch in batches])[: len(config.images)]
+        sources = [Path(p).name for p in config.images]
+    else:
+        logits = model.run(data)
+        comparison = check_against_reference(logits, artifact) if config.input_file is None else None
+        sources = [f"image {i}" for i in range(len(logits))]
     if config.output_file:
         save_array(config.output_file, np.asarray(logits))
-    return RunResult(top_classes(logits, config.top), comparison, config.output_file)
+    classes = [[Prediction(i, p, names[i] if names else None) for i, p in row] for row in top_classes(logits, config.top)]
+    return RunResult(classes, sources, comparison, config.output_file, norm.name if batches else None)
+
+
+def image_batches(images: tuple[Path, ...], input_shape: tuple[int, ...], norm) -> list[np.ndarray]:
+    """The images as input batches of the model's batch size (the last one filled up with
+    repeats of its last image, whose outputs are dropped)."""
+    entries = [read_image(path, input_shape, norm) for path in images]
+    size = input_shape[0]
+    batches = []
+    for start in range(0, len(entries), size):
+        chunk = entries[start : start + size]
+        chunk += [chunk[-1]] * (size - len(chunk))
+        batches.append(np.stack(chunk).astype(np.float32))
+    return batches
 
 
 @dataclass(frozen=True)
