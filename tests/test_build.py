@@ -103,7 +103,7 @@ def test_onnx_model_builds_and_verifies_against_onnxruntime(tmp_path):
 
 
 def test_model_options_with_an_onnx_file_are_refused(tmp_path):
-    with pytest.raises(BadInputError, match=r"an ONNX model's shape comes from its file"):
+    with pytest.raises(BadInputError, match=r"a model file's shape comes from the file"):
         BuildConfig(model=ModelOptions(model_file=tmp_path / "m.onnx", alpha=0.5))
     with pytest.raises(BadInputError, match=r"--weights applies to the built-in MobileNet"):
         BuildConfig(model=ModelOptions(model_file=tmp_path / "m.onnx", weights=tmp_path / "w.pt"))

@@ -79,7 +79,7 @@ def model_options(weights: bool):
     ``model``: a ModelOptions."""
     options = _network_options() + [
         ("batch", click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size (1 to 1024).")),
-        ("model_file", click.option("--model", "model_file", type=FILE, help="A user's ONNX file instead of the built-in network.")),
+        ("model_file", click.option("--model", "model_file", type=FILE, help="A user's ONNX or float .tflite file instead of the built-in network.")),
         ("quantize", click.option("--quantize", type=click.Choice(list(QUANTIZE_SCHEMES)),
                                   help="Post-training quantization of the built-in network (default: none, fp32).")),
         ("preprocess", click.option("--preprocess", type=click.Choice(list(NORMALISATIONS)),
@@ -213,7 +213,7 @@ def targets(as_json: bool) -> None:
 @click.option("--no-verify", is_flag=True, help="Do not compare the module with the framework's output.")
 @click.option("-o", "--output", type=FILE, help="Artifact file (default: NAME-TARGET.tar here).")
 def build(model, target, tuning_db, no_tuning_db, no_verify, output):
-    """Compile a MobileNet (or an ONNX file) into a verified artifact."""
+    """Compile a MobileNet (or an ONNX or TFLite file) into a verified artifact."""
     from tvmc_mobilenet.build import BuildConfig, build_model
 
     config = BuildConfig(model=model, target=target, tuning_db=tuning_db, no_tuning_db=no_tuning_db, output=output, verify=not no_verify)

@@ -32,14 +32,14 @@ DEFAULT_CALIBRATION_SAMPLES = 32
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """The network: the built-in MobileNet (α, ρ, variant, classes, weights) or a user's ONNX file."""
+    """The network: the built-in MobileNet (α, ρ, variant, classes, weights) or a user's ONNX or TFLite file."""
 
     alpha: float = 1.0
     resolution: int = 224
     variant: str = "mobilenet"
     batch: int = 1
     num_classes: int = 1000
-    #: A user's ONNX file; replaces the built-in network (alpha/resolution/variant then unused).
+    #: A user's ONNX or float TFLite file; replaces the built-in network (alpha/resolution/variant then unused).
     model_file: Path | None = None
     #: A PyTorch state_dict for the built-in network; default: random weights from ``seed``.
     weights: Path | None = None
@@ -62,7 +62,7 @@ class ModelOptions:
         if self.calibration is not None and self.quantize is None:
             raise BadInputError("--calibration calibrates a quantized build: give --quantize int8 with it")
         if self.quantize is not None and self.model_file is not None:
-            raise BadInputError("--quantize applies to the built-in MobileNet; an ONNX file cannot be quantized by this version")
+            raise BadInputError("--quantize applies to the built-in MobileNet; a model file cannot be quantized by this version")
         if self.model_file is not None and self.weights is not None:
             raise BadInputError("--weights applies to the built-in MobileNet; it cannot be combined with --model")
         if self.model_file is None:
@@ -70,7 +70,7 @@ class ModelOptions:
         elif (self.alpha, self.resolution, self.variant, self.num_classes) != (1.0, 224, "mobilenet", 1000):
             raise BadInputError(
                 "--alpha, --resolution, --variant and --classes shape the built-in network; "
-                "an ONNX model's shape comes from its file, so drop them when using --model"
+                "a model file's shape comes from the file, so drop them when using --model"
             )
 
     def model_config(self) -> ModelConfig:

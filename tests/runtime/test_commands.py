@@ -141,3 +141,13 @@ def test_run_refuses_labels_of_another_length_and_undecodable_images(tiny_artifa
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
     with pytest.raises(BadInputError, match=r"image '.*broken\.jpg' cannot be decoded"):
         run_artifact(RunConfig(tiny_artifact, images=(tmp_path / "broken.jpg",)))
+
+
+def test_top_classes_take_a_models_own_softmax_as_it_is():
+    from tvmc_mobilenet.runtime.results import top_classes
+
+    probabilities = np.array([[0.1, 0.7, 0.2]])  # a model that ends in softmax (Keras, many .tflite files)
+    assert top_classes(probabilities, 2) == [[(1, 0.7), (2, 0.2)]]
+    logits = np.array([[0.0, np.log(3.0), 0.0]])  # softmax: 0.2, 0.6, 0.2
+    (first, p), _ = top_classes(logits, 2)[0]
+    assert first == 1 and p == pytest.approx(0.6)

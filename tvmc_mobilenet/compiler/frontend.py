@@ -1,5 +1,6 @@
-"""Model → TVM Relax: PyTorch networks through ``torch.export``, user ONNX files through TVM's
-ONNX frontend. Parameters are bound as constants so that the built library is self-contained.
+"""Model → TVM Relax: PyTorch networks through ``torch.export``, user ONNX and TFLite files through
+TVM's ONNX and TFLite frontends. Parameters are bound as constants so that the built library is
+self-contained.
 """
 
 from __future__ import annotations
@@ -124,3 +125,122 @@ def _static_input_shape(path: Path, graph_input, batch: int | None) -> tuple[int
     if batch is not None and shape[0] != batch:
         raise BadInputError(f"model input {graph_input.name!r} has a fixed batch of {shape[0]}, but --batch {batch} was given")
     return tuple(shape)
+
+
+#: Bytes 4–8 of a TFLite flatbuffer (its file identifier).
+TFLITE_IDENTIFIER = b"TFL3"
+
+
+def model_file_format(path: Path) -> str:
+    """``onnx`` or ``tflite``, from the file's contents (a TFLite flatbuffer's identifier) or,
+    failing that, its suffix; anything else is an error that says what the file looks like."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"model file {str(path)!r} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[4:8] == TFLITE_IDENTIFIER:
+        return "tflite"
+    if path.suffix.lower() == ".tflite":
+        raise BadInputError(f"model file {str(path)!r} is named .tflite but is no TFLite flatbuffer (no 'TFL3' identifier)")
+    kind = _looks_like(head)
+    if kind is not None:
+        raise BadInputError(f"model file {str(path)!r} is neither ONNX nor TFLite; it looks like {kind}")
+    return "onnx"  # ONNX (protobuf) has no signature: the ONNX importer says if it is not one
+
+
+def _looks_like(head: bytes) -> str | None:
+    """What a file that is no model of ours appears to be, from its first bytes."""
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive (a PyTorch checkpoint? give it with --weights)"
+    if head.startswith(b"\x80") and len(head) > 1 and head[1] in (2, 3, 4, 5):
+        return "a Python pickle (a PyTorch checkpoint? give it with --weights)"
+    if head.startswith(b"\x89HDF"):
+        return "an HDF5 file (a Keras .h5 model: convert it to .tflite or ONNX first)"
+    if head[:1] in (b"{", b"["):
+        return "JSON text"
+    if head.startswith((b"\xff\xd8\xff", b"\x89PNG")):
+        return "an image (classify images with `run --image`)"
+    return None
+
+
+class _TfliteConverter:
+    """Made on first use: TVM's TFLite OperatorConverter, with Reshape taking its output shape from
+    the file where the shape operand is computed in the graph (a Keras model exported with a
+    dynamic batch computes it with Shape/StridedSlice/Pack, which TVM 0.27's converter cannot turn
+    into a static shape; the file stores every tensor's static shape)."""
+
+    cls = None
+
+    @classmethod
+    def get(cls):
+        if cls.cls is None:
+            from tvm import relax
+            from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter
+
+            class StaticReshape(OperatorConverter):
+                def convert_reshape(self, op):
+                    inputs, outputs = self.get_input_tensors(op), self.get_output_tensors(op)
+                    if len(inputs) == 2 and self.has_expr(inputs[1].tensor_idx) and not inputs[0].qnn_params:
+                        shape = [int(d) for d in outputs[0].tensor.ShapeAsNumpy()]
+                        return relax.op.reshape(self.get_expr(inputs[0].tensor_idx), shape)
+                    return super().convert_reshape(op)
+
+            cls.cls = StaticReshape
+        return cls.cls
+
+
+def import_tflite(path: Path, batch: int | None = None) -> ImportedModel:
+    """Import a user's float ``.tflite`` file through TVM's Relax TFLite frontend; the reference
+    output is LiteRT's (``ai-edge-litert``) for the same file."""
+    try:
+        import tflite
+    except ImportError:
+        raise BadInputError("TFLite import needs the tflite package: pip install 'tvmc-mobilenet[tflite]'") from None
+    path = Path(path)
+    model_bytes = path.read_bytes()
+    try:
+        model = tflite.Model.GetRootAsModel(model_bytes, 0)
+        subgraph = model.Subgraphs(0)
+    except Exception as exc:
+        raise BadInputError(f"model file {str(path)!r} is not a readable TFLite model ({type(exc).__name__}: {message_line(exc, 0)})") from None
+    if subgraph.InputsLength() != 1:
+        raise BadInputError(f"model file {str(path)!r} has {subgraph.InputsLength()} inputs; expected one image input")
+    tensor = subgraph.Tensors(subgraph.Inputs(0))
+    name = tensor.Name().decode()
+    dtype = _TFLITE_TYPES.get(tensor.Type(), f"type {tensor.Type()}")
+    if dtype != "float32":
+        raise BadInputError(
+            f"model input {name!r} of {str(path)!r} is {dtype}: full-integer TFLite models are not supported by this version; "
+            "give the float .tflite (and --quantize int8 applies to the built-in network only)"
+        )
+    shape = tuple(int(d) for d in tensor.ShapeAsNumpy())
+    if len(shape) != 4 or min(shape[1:]) < 1:
+        raise BadInputError(f"model input {name!r} of {str(path)!r} has shape {shape}; expected an image batch (N, H, W, C)")
+    if batch is not None and batch != shape[0]:
+        raise BadInputError(f"model input {name!r} has a fixed batch of {shape[0]}, but --batch {batch} was given")
+    from tvm.relax.frontend.tflite import from_tflite
+
+    try:
+        mod = from_tflite(model, shape_dict={name: shape}, dtype_dict={name: "float32"}, op_converter=_TfliteConverter.get())
+    except Exception as exc:
+        raise BadInputError(f"TVM cannot import {str(path)!r}: {type(exc).__name__}: {message_line(exc, 0)}") from None
+
+    def reference(data: np.ndarray) -> np.ndarray:
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise BadInputError(
+                "verifying a TFLite model needs LiteRT, whose output is its reference: pip install 'tvmc-mobilenet[tflite]'"
+            ) from None
+        interpreter = Interpreter(model_content=model_bytes, num_threads=2)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], data)
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+
+    return ImportedModel(mod, name, shape, "float32", "litert", reference)
+
+
+#: TFLite's TensorType codes (schema.fbs) → NumPy names, for the input check.
+_TFLITE_TYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 9: "int8", 7: "int16"}

@@ -1,5 +1,5 @@
 """The network a command works on, imported: the built-in MobileNet (α, ρ, variant) or a user's
-ONNX file, as :class:`~tvmc_mobilenet.options.ModelOptions` names it, turned into a Relax module
+ONNX or TFLite file, as :class:`~tvmc_mobilenet.options.ModelOptions` names it, turned into a Relax module
 with BatchNorm folded (:func:`import_model`).
 """
 
@@ -39,16 +39,18 @@ def import_model(options: ModelOptions, log: Callable[[str], None] = lambda _msg
     """Build or read the network, import it into Relax and fold BatchNorm. A quantized network is
     written for ``target`` (a ``tvm.target.Target``): its dense convolutions read the operand
     type of the target's dot-product instruction (see :meth:`QuantizedNetwork.relax_module`)."""
-    from tvmc_mobilenet.compiler.frontend import import_onnx, import_pytorch
+    from tvmc_mobilenet.compiler.frontend import import_onnx, import_pytorch, import_tflite, model_file_format
     from tvmc_mobilenet.compiler.passes import simplify_for_inference
     from tvmc_mobilenet.runtime.artifact import sha256_bytes
 
     if options.model_file is not None:
         path = Path(options.model_file)
-        log(f"importing ONNX model {path}")
-        imported = import_onnx(path, batch=options.batch if options.batch != 1 else None)
+        kind = model_file_format(path)
+        log(f"importing {'TFLite' if kind == 'tflite' else 'ONNX'} model {path}")
+        importer = import_tflite if kind == "tflite" else import_onnx
+        imported = importer(path, batch=options.batch if options.batch != 1 else None)
         description: dict[str, Any] = {
-            "source": "onnx",
+            "source": kind,
             "file": path.name,
             "sha256": sha256_bytes(path.read_bytes()),
             "name": options.model_name,

@@ -32,11 +32,15 @@ def load_input(path: Path) -> np.ndarray:
 
 
 def top_classes(logits: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
-    """Per image, the ``k`` most probable classes with their softmax probabilities."""
+    """Per image, the ``k`` most probable classes with their probabilities: the softmax of the
+    logits, or the outputs themselves where a model ends in its own softmax (every row
+    non-negative and summing to 1, as Keras's and many ``.tflite`` models do)."""
     logits = np.asarray(logits, dtype=np.float64).reshape(logits.shape[0], -1)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted)
-    probs /= probs.sum(axis=1, keepdims=True)
+    if np.all(logits >= 0) and np.allclose(logits.sum(axis=1), 1.0, atol=1e-3):
+        probs = logits
+    else:
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
     out = []
     for row in probs:
         idx = np.argsort(-row, kind="stable")[:k]
