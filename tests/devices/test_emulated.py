@@ -223,6 +223,25 @@ def test_sweep_of_two_models_measured_on_the_emulated_board(lab, tmp_path, capsy
     assert (out / "report.md").read_text().startswith("# MobileNet v1 α × resolution sweep on `rasp4b`")
 
 
+def test_a_tflite_file_to_a_benchmark_on_the_board(lab, tmp_path, capsys):
+    """The README's flow for a user's model: a Keras MobileNet exported to .tflite is cross-built
+    for the Pi, checked against LiteRT's output on the board, benchmarked and run on a photo."""
+    pytest.importorskip("tensorflow", reason="exporting the test model needs tensorflow-cpu (the test extra)")
+    pytest.importorskip("ai_edge_litert", reason="the .tflite reference needs ai-edge-litert (the tflite extra)")
+    from PIL import Image
+
+    from tests.compiler.tflite_models import keras_mobilenet_tflite
+
+    model = keras_mobilenet_tflite(tmp_path / "mobilenet.tflite", softmax=True)
+    assert main(["build", "--model", str(model), "--target", "rasp4b", "-o", str(tmp_path / "pi.tar")]) == 0
+    code = main(["bench", str(tmp_path / "pi.tar"), *tracker_args(lab), "--repeat", "2", "--number", "1", "--warmup", "0"])
+    out = capsys.readouterr().out
+    assert code == 0 and "mobilenet on rasp4b" in out, out
+    Image.new("RGB", (100, 80), (30, 120, 200)).save(tmp_path / "photo.jpg")
+    assert main(["run", str(tmp_path / "pi.tar"), "--image", str(tmp_path / "photo.jpg"), *tracker_args(lab)]) == 0
+    assert "photo.jpg: top-5 classes" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "target, cpu, instruction",
     [("rasp4b", "cortex-a72", "smlal"), ("rasp5", "cortex-a76", "sdot")],  # A72 has no dotprod: widening MACs
