@@ -210,8 +210,7 @@ class QuantizedNetwork:
             v = relax.op.multiply(v, const(rq.scale))
             if llvm_rounding and _scaled_fits_int32(weight, bias, rq.scale):
                 # Round first, then clamp the int32: on x86 the [0, 255] clamp and the narrowing
-                # become vpmaxsd + vpmovusdb instead of vminps + vmaxps + vpmovdb (a 56×56×128
-                # depthwise kernel, one thread: 0.059 → 0.054 ms)
+                # become vpmaxsd + vpmovusdb instead of vminps + vmaxps + vpmovdb (docs/int8.md)
                 v = bb.emit_te(_round_to_int32, bb.emit(v), primfunc_name_hint="round_to_int32")
                 v = relax.op.clip(v, rq.low, rq.high)
             elif llvm_rounding:  # half to even, as round is
