@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from int8_vs_peers import DEFAULT_MODELS, litert_engine  # noqa: E402
+from int8_vs_peers import DEFAULT_MODELS, litert_engine, model_pairs  # noqa: E402
 from untuned_vs_peers import time_interleaved  # noqa: E402  (one timing method for every benchmark)
 
 
@@ -62,9 +62,8 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        for item in args.models.split(","):
-            alpha_text, resolution_text = item.split("-")
-            alpha, resolution = float(alpha_text), int(resolution_text)
+        for alpha, resolution in model_pairs(args.models):
+            item = f"{alpha:g}-{resolution}"
             print(f"{item}: exporting Keras' MobileNet to .tflite, building it and the built-in network…", file=sys.stderr)
             exported = keras_tflite(alpha, resolution, tmp / f"keras_{item}.tflite")
             built = {

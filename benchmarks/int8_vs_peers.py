@@ -54,6 +54,15 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+def model_pairs(text: str) -> list[tuple[float, int]]:
+    """``--models`` (``ALPHA-RESOLUTION,…``) as (α, resolution) pairs."""
+    pairs = []
+    for item in text.split(","):
+        alpha, resolution = item.split("-")
+        pairs.append((float(alpha), int(resolution)))
+    return pairs
+
+
 def litert_models(alpha: float, resolution: int, tmp: Path) -> dict[str, Path]:
     """Keras' MobileNet v1 as fp32 and full-integer int8 .tflite files (TensorFlow's converter)."""
     import numpy as np
@@ -152,9 +161,8 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        for item in args.models.split(","):
-            alpha_text, resolution_text = item.split("-")
-            alpha, resolution = float(alpha_text), int(resolution_text)
+        for alpha, resolution in model_pairs(args.models):
+            item = f"{alpha:g}-{resolution}"
             model_dir = tmp / item
             model_dir.mkdir()
             int8 = ModelOptions(alpha=alpha, resolution=resolution, quantize="int8")

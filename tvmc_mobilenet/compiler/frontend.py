@@ -5,6 +5,7 @@ self-contained.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,30 +165,24 @@ def _looks_like(head: bytes) -> str | None:
     return None
 
 
-class _TfliteConverter:
-    """Made on first use: TVM's TFLite OperatorConverter, with Reshape taking its output shape from
-    the file where the shape operand is computed in the graph (a Keras model exported with a
+@functools.cache
+def _tflite_converter():
+    """TVM's TFLite OperatorConverter (made on first use), with Reshape taking its output shape
+    from the file where the shape operand is computed in the graph (a Keras model exported with a
     dynamic batch computes it with Shape/StridedSlice/Pack, which TVM 0.27's converter cannot turn
     into a static shape; the file stores every tensor's static shape)."""
+    from tvm import relax
+    from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter
 
-    cls = None
+    class StaticReshape(OperatorConverter):
+        def convert_reshape(self, op):
+            inputs, outputs = self.get_input_tensors(op), self.get_output_tensors(op)
+            if len(inputs) == 2 and self.has_expr(inputs[1].tensor_idx) and not inputs[0].qnn_params:
+                shape = [int(d) for d in outputs[0].tensor.ShapeAsNumpy()]
+                return relax.op.reshape(self.get_expr(inputs[0].tensor_idx), shape)
+            return super().convert_reshape(op)
 
-    @classmethod
-    def get(cls):
-        if cls.cls is None:
-            from tvm import relax
-            from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter
-
-            class StaticReshape(OperatorConverter):
-                def convert_reshape(self, op):
-                    inputs, outputs = self.get_input_tensors(op), self.get_output_tensors(op)
-                    if len(inputs) == 2 and self.has_expr(inputs[1].tensor_idx) and not inputs[0].qnn_params:
-                        shape = [int(d) for d in outputs[0].tensor.ShapeAsNumpy()]
-                        return relax.op.reshape(self.get_expr(inputs[0].tensor_idx), shape)
-                    return super().convert_reshape(op)
-
-            cls.cls = StaticReshape
-        return cls.cls
+    return StaticReshape
 
 
 def import_tflite(path: Path, batch: int | None = None) -> ImportedModel:
@@ -222,7 +217,7 @@ def import_tflite(path: Path, batch: int | None = None) -> ImportedModel:
     from tvm.relax.frontend.tflite import from_tflite
 
     try:
-        mod = from_tflite(model, shape_dict={name: shape}, dtype_dict={name: "float32"}, op_converter=_TfliteConverter.get())
+        mod = from_tflite(model, shape_dict={name: shape}, dtype_dict={name: "float32"}, op_converter=_tflite_converter())
     except Exception as exc:
         raise BadInputError(f"TVM cannot import {str(path)!r}: {type(exc).__name__}: {message_line(exc, 0)}") from None
 

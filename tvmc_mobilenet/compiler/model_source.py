@@ -28,11 +28,15 @@ class PreparedModel:
     float_reference: Callable[[Any], Any] | None = None
 
     def normalisation(self, options: ModelOptions) -> Normalisation:
-        """How images are normalised for this model: ``options.preprocess``, else the default of
-        its source and input layout."""
-        if options.preprocess is not None:
-            return normalisation(options.preprocess)
-        return default_normalisation(self.description["source"], self.imported.input_shape)
+        return image_normalisation(options, self.description["source"], self.imported.input_shape)
+
+
+def image_normalisation(options: ModelOptions, source: str, input_shape: tuple[int, ...]) -> Normalisation:
+    """How images are normalised for a model: ``options.preprocess``, else the default of its
+    source and input layout."""
+    if options.preprocess is not None:
+        return normalisation(options.preprocess)
+    return default_normalisation(source, input_shape)
 
 
 def import_model(options: ModelOptions, log: Callable[[str], None] = lambda _msg: None, target=None) -> PreparedModel:
@@ -83,7 +87,7 @@ def _quantized(options: ModelOptions, net, description: dict[str, Any], log: Cal
     from tvmc_mobilenet.schedules.cpu.conv_dot import int8_dense_input
 
     config = options.model_config()
-    norm = normalisation(options.preprocess) if options.preprocess else default_normalisation("builtin", config.input_shape)
+    norm = image_normalisation(options, "builtin", config.input_shape)
     data, info = calibration_inputs(options.calibration, config.resolution, DEFAULT_CALIBRATION_SAMPLES, seed=options.seed + 1, norm=norm)
     log(f"quantizing to int8, calibrated on {info['samples']} inputs ({info['source']})")
     quantized = quantize_network(net, data, info)
