@@ -105,8 +105,8 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
     reference_input = np.random.default_rng(config.model.seed).standard_normal(imported.input_shape, dtype=np.float32)
     reference_output = np.asarray(imported.reference(reference_input), dtype=np.float32)
     tolerance = RELATIVE_TOLERANCE
-    if loaded.quantized is not None:  # ±1 quantum of the int8 logits, relative to the largest logit
-        tolerance = loaded.quantized.logits_scale * (1 + 1e-6) / max(float(np.max(np.abs(reference_output))), 1e-30)
+    if loaded.quantized is not None:  # ±1 quantum of the int8 output, relative to the largest output
+        tolerance = loaded.quantized.output_quantum * (1 + 1e-6) / max(float(np.max(np.abs(reference_output))), 1e-30)
     quantization = loaded.quantized.to_json() if loaded.quantized is not None else None
 
     with tempfile.TemporaryDirectory(prefix="tvmc-mobilenet-build-") as tmp:
@@ -119,7 +119,9 @@ def build_model(config: BuildConfig, log: Callable[[str], None] = lambda _msg: N
             log("verifying the exported library against " + imported.reference_framework)
             model = _load_library(lib_path, reference_input, target.spec.device)
             verification = _verify(model, reference_input, reference_output, imported.reference_framework, tolerance)
-            if loaded.quantized is not None:
+            if loaded.quantized is not None and loaded.float_reference is None:
+                quantization["against_fp32"] = {"status": "skipped", "reason": "the model file holds only the int8 network"}
+            elif loaded.quantized is not None:
                 quantization["against_fp32"] = _compare_with_float(model, loaded, config.model.seed)
                 q = quantization["against_fp32"]
                 log(f"int8 against fp32 on {q['samples']} inputs: top-1 agreement {q['top1_agreement']:.0%}, SQNR {q['sqnr_db']:.1f} dB")

@@ -126,7 +126,7 @@ def test_rounds_before_clamping_only_where_int32_holds_every_product(tiny_quanti
     target = resolve_target("host").tvm_target()
     mod = schedule(legalize_and_fuse(simplify_for_inference(huge.relax_module()), target), target)
     vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=lower(target)), tvm.cpu())
-    x = np.random.default_rng(5).standard_normal(huge.config.input_shape, dtype=np.float32)
+    x = np.random.default_rng(5).standard_normal(huge.input_shape, dtype=np.float32)
     assert np.max(np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - huge.reference(x))) <= huge.logits_scale * (1 + 1e-6)
 
 

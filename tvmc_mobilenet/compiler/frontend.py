@@ -185,9 +185,9 @@ def _tflite_converter():
     return StaticReshape
 
 
-def import_tflite(path: Path, batch: int | None = None) -> ImportedModel:
-    """Import a user's float ``.tflite`` file through TVM's Relax TFLite frontend; the reference
-    output is LiteRT's (``ai-edge-litert``) for the same file."""
+def _read_tflite(path: Path):
+    """(the parsed ``tflite.Model``, the file's bytes); one line when the tflite package is
+    missing or the file cannot be read."""
     try:
         import tflite
     except ImportError:
@@ -197,29 +197,69 @@ def import_tflite(path: Path, batch: int | None = None) -> ImportedModel:
     try:
         model = tflite.Model.GetRootAsModel(model_bytes, 0)
         subgraph = model.Subgraphs(0)
+        inputs = subgraph.InputsLength()
     except Exception as exc:
         raise BadInputError(f"model file {str(path)!r} is not a readable TFLite model ({type(exc).__name__}: {message_line(exc, 0)})") from None
-    if subgraph.InputsLength() != 1:
-        raise BadInputError(f"model file {str(path)!r} has {subgraph.InputsLength()} inputs; expected one image input")
+    if inputs != 1:
+        raise BadInputError(f"model file {str(path)!r} has {inputs} inputs; expected one image input")
+    return model, model_bytes
+
+
+def tflite_is_integer(path: Path) -> bool:
+    """Whether a ``.tflite`` file is full-integer (int8 input, or a QUANTIZE first)."""
+    from tvmc_mobilenet.compiler.tflite_int8 import is_integer_tflite
+
+    return is_integer_tflite(_read_tflite(path)[0])
+
+
+def _check_batch(name: str, shape: tuple[int, ...], batch: int | None) -> None:
+    if batch is not None and batch != shape[0]:
+        raise BadInputError(f"model input {name!r} has a fixed batch of {shape[0]}, but --batch {batch} was given")
+
+
+def import_tflite(path: Path, batch: int | None = None) -> ImportedModel:
+    """Import a user's float ``.tflite`` file through TVM's Relax TFLite frontend; the reference
+    output is LiteRT's (``ai-edge-litert``) for the same file."""
+    model, model_bytes = _read_tflite(path)
+    subgraph = model.Subgraphs(0)
     tensor = subgraph.Tensors(subgraph.Inputs(0))
     name = tensor.Name().decode()
     dtype = _TFLITE_TYPES.get(tensor.Type(), f"type {tensor.Type()}")
     if dtype != "float32":
         raise BadInputError(
-            f"model input {name!r} of {str(path)!r} is {dtype}: full-integer TFLite models are not supported by this version; "
-            "give the float .tflite (and --quantize int8 applies to the built-in network only)"
+            f"model input {name!r} of {str(path)!r} is {dtype}; a .tflite model takes float32 input, or int8 (full-integer: "
+            "TensorFlow's converter with TFLITE_BUILTINS_INT8)"
         )
     shape = tuple(int(d) for d in tensor.ShapeAsNumpy())
     if len(shape) != 4 or min(shape[1:]) < 1:
         raise BadInputError(f"model input {name!r} of {str(path)!r} has shape {shape}; expected an image batch (N, H, W, C)")
-    if batch is not None and batch != shape[0]:
-        raise BadInputError(f"model input {name!r} has a fixed batch of {shape[0]}, but --batch {batch} was given")
+    _check_batch(name, shape, batch)
     from tvm.relax.frontend.tflite import from_tflite
 
     try:
         mod = from_tflite(model, shape_dict={name: shape}, dtype_dict={name: "float32"}, op_converter=_tflite_converter())
     except Exception as exc:
         raise BadInputError(f"TVM cannot import {str(path)!r}: {type(exc).__name__}: {message_line(exc, 0)}") from None
+    return ImportedModel(mod, name, shape, "float32", "litert", _litert_reference(model_bytes))
+
+
+def read_int8_tflite(path: Path, batch: int | None = None):
+    """A full-integer ``.tflite`` file as (``QuantizedNetwork``, input name, LiteRT's reference
+    for float32 inputs): the input quantized with the file's scale and zero point, the output
+    dequantized (compiler/tflite_int8.py)."""
+    from tvmc_mobilenet.compiler.tflite_int8 import read_int8_tflite as read
+
+    model, model_bytes = _read_tflite(path)
+    net = read(model, path)
+    subgraph = model.Subgraphs(0)
+    name = subgraph.Tensors(subgraph.Inputs(0)).Name().decode()
+    _check_batch(name, net.input_shape, batch)
+    return net, name, _litert_reference(model_bytes, net)
+
+
+def _litert_reference(model_bytes: bytes, quantized=None):
+    """LiteRT running the file on a float32 input; for a full-integer file (``quantized``, its
+    QuantizedNetwork) the input is quantized as the module does and the output dequantized."""
 
     def reference(data: np.ndarray) -> np.ndarray:
         try:
@@ -230,11 +270,18 @@ def import_tflite(path: Path, batch: int | None = None) -> ImportedModel:
             ) from None
         interpreter = Interpreter(model_content=model_bytes, num_threads=2)
         interpreter.allocate_tensors()
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], data)
+        given, returned = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        if quantized is not None and given["dtype"] == np.int8:
+            data = (quantized.quantize_input(data) + quantized.input_zero_point).astype(np.int8)
+        interpreter.set_tensor(given["index"], data)
         interpreter.invoke()
-        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+        out = interpreter.get_tensor(returned["index"]).copy()
+        if returned["dtype"] == np.int8:
+            scale, zero_point = returned["quantization"]
+            out = ((out.astype(np.float32) - zero_point) * np.float32(scale)).astype(np.float32)
+        return out
 
-    return ImportedModel(mod, name, shape, "float32", "litert", reference)
+    return reference
 
 
 #: TFLite's TensorType codes (schema.fbs) → NumPy names, for the input check.

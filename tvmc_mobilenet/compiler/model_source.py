@@ -43,22 +43,24 @@ def import_model(options: ModelOptions, log: Callable[[str], None] = lambda _msg
     """Build or read the network, import it into Relax and fold BatchNorm. A quantized network is
     written for ``target`` (a ``tvm.target.Target``): its dense convolutions read the operand
     type of the target's dot-product instruction (see :meth:`QuantizedNetwork.relax_module`)."""
-    from tvmc_mobilenet.compiler.frontend import import_onnx, import_pytorch, import_tflite, model_file_format
+    from tvmc_mobilenet.compiler.frontend import import_onnx, import_pytorch, import_tflite, model_file_format, tflite_is_integer
     from tvmc_mobilenet.compiler.passes import simplify_for_inference
     from tvmc_mobilenet.runtime.artifact import sha256_bytes
 
     if options.model_file is not None:
         path = Path(options.model_file)
         kind = model_file_format(path)
-        log(f"importing {'TFLite' if kind == 'tflite' else 'ONNX'} model {path}")
-        importer = import_tflite if kind == "tflite" else import_onnx
-        imported = importer(path, batch=options.batch if options.batch != 1 else None)
         description: dict[str, Any] = {
             "source": kind,
             "file": path.name,
             "sha256": sha256_bytes(path.read_bytes()),
             "name": options.model_name,
         }
+        if kind == "tflite" and tflite_is_integer(path):
+            return _integer_tflite(options, path, description, log, target)
+        log(f"importing {'TFLite' if kind == 'tflite' else 'ONNX'} model {path}")
+        importer = import_tflite if kind == "tflite" else import_onnx
+        imported = importer(path, batch=options.batch if options.batch != 1 else None)
     else:
         from tvmc_mobilenet.model.network import build_network
 
@@ -84,7 +86,6 @@ def _quantized(options: ModelOptions, net, description: dict[str, Any], log: Cal
     from tvmc_mobilenet.compiler.passes import simplify_for_inference
     from tvmc_mobilenet.compiler.quantize import quantize_network
     from tvmc_mobilenet.options import DEFAULT_CALIBRATION_SAMPLES
-    from tvmc_mobilenet.schedules.cpu.conv_dot import int8_dense_input
 
     config = options.model_config()
     norm = image_normalisation(options, "builtin", config.input_shape)
@@ -96,11 +97,32 @@ def _quantized(options: ModelOptions, net, description: dict[str, Any], log: Cal
         with torch.no_grad():
             return net(torch.from_numpy(x)).numpy()
 
-    dense_input = int8_dense_input(target) if target is not None else "uint8"
+    dense_input = _dense_input(target)
     graph = quantized.relax_module(dense_input, llvm_rounding=target is None or target.kind.name == "llvm")
     imported = ImportedModel(graph, "input", config.input_shape, "float32", QUANTIZED_REFERENCE, quantized.reference)
     description = {**description, "quantize": options.quantize, "dense_input": dense_input}
     return PreparedModel(imported, simplify_for_inference(imported.mod), description, quantized, float_reference)
+
+
+def _integer_tflite(options: ModelOptions, path: Path, description: dict[str, Any], log: Callable[[str], None], target=None) -> PreparedModel:
+    """A full-integer ``.tflite`` file read with its own scales (compiler/tflite_int8.py) into the
+    same integer Relax graph as ``--quantize int8``; its reference is LiteRT running the file."""
+    from tvmc_mobilenet.compiler.frontend import ImportedModel, read_int8_tflite
+    from tvmc_mobilenet.compiler.passes import simplify_for_inference
+
+    log(f"reading the full-integer TFLite model {path} onto the int8 kernels")
+    quantized, input_name, reference = read_int8_tflite(path, batch=options.batch if options.batch != 1 else None)
+    dense_input = _dense_input(target)
+    graph = quantized.relax_module(dense_input, llvm_rounding=target is None or target.kind.name == "llvm")
+    imported = ImportedModel(graph, input_name, quantized.input_shape, "float32", "litert", reference)
+    description = {**description, "quantize": "int8 (the file's)", "dense_input": dense_input}
+    return PreparedModel(imported, simplify_for_inference(imported.mod), description, quantized)
+
+
+def _dense_input(target) -> str:
+    from tvmc_mobilenet.schedules.cpu.conv_dot import int8_dense_input
+
+    return int8_dense_input(target) if target is not None else "uint8"
 
 
 #: What verifies a quantized build: the integer graph executed by NumPy, no TVM kernel involved.

@@ -97,10 +97,17 @@ class QuantizedConv:
     output_scale: float
     activation: str
     requantize: Requantize
+    #: Zero rows and columns around the input: (top, left, bottom, right); None: kernel // 2 on
+    #: every side (PyTorch's). TensorFlow's "SAME" for a stride-2 layer pads (0, 0, 1, 1).
+    pads: tuple[int, int, int, int] | None = None
 
     @property
-    def padding(self) -> int:
-        return self.weight.shape[0] // 2
+    def padding(self) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right), as Relax's conv2d takes it."""
+        if self.pads is not None:
+            return tuple(self.pads)
+        p = self.weight.shape[0] // 2
+        return (p, p, p, p)
 
     def reference(self, x: np.ndarray) -> np.ndarray:
         """NHWC integers in → NHWC uint8 codes out (as int64), computed exactly in float64 BLAS
@@ -116,17 +123,19 @@ class QuantizedConv:
             "output_scale": self.output_scale,
             "activation": self.activation,
             "output_range": [self.requantize.low, self.requantize.high],
+            "padding": list(self.padding),
             "weight_scales": [float(s) for s in self.weight_scale],
             "requantize_scales": [float(s) for s in self.requantize.scale],
         }
 
 
-def _conv_nhwc_exact(x: np.ndarray, w: np.ndarray, stride: int, pad: int, groups: int) -> np.ndarray:
+def _conv_nhwc_exact(x: np.ndarray, w: np.ndarray, stride: int, pads: tuple[int, int, int, int], groups: int) -> np.ndarray:
     n, h, width, c = x.shape
     kh, kw, _, f = w.shape
-    xp = np.pad(x.astype(np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    oh = (h + 2 * pad - kh) // stride + 1
-    ow = (width + 2 * pad - kw) // stride + 1
+    top, left, bottom, right = pads
+    xp = np.pad(x.astype(np.float64), ((0, 0), (top, bottom), (left, right), (0, 0)))
+    oh = (h + top + bottom - kh) // stride + 1
+    ow = (width + left + right - kw) // stride + 1
     acc = np.zeros((n, oh, ow, f), dtype=np.float64)
     wf = w.astype(np.float64)
     for i in range(kh):
@@ -141,44 +150,100 @@ def _conv_nhwc_exact(x: np.ndarray, w: np.ndarray, stride: int, pad: int, groups
     return acc.astype(np.int64)
 
 
+@dataclass(frozen=True)
+class SoftmaxOutput:
+    """A model that ends in a softmax whose probabilities are quantized (a TFLite file's int8
+    output): the module computes the float softmax of the dequantized logits and rounds it to
+    this grid, ``clamp(round(p / scale) + zero_point, -128, 127)``, returned dequantized."""
+
+    scale: float
+    zero_point: int
+
+    def apply(self, logits: np.ndarray) -> np.ndarray:
+        logits = np.asarray(logits, dtype=np.float32)
+        e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        p = (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+        q = np.clip(np.rint(p * np.float32(1.0 / self.scale)) + self.zero_point, -128, INT8_MAX)
+        return ((q - self.zero_point) * np.float32(self.scale)).astype(np.float32)
+
+
 @dataclass
 class QuantizedNetwork:
-    """The whole quantized MobileNet: input quantization, convolutions, pooling, classifier."""
+    """The whole quantized MobileNet: input quantization, convolutions, pooling, classifier.
 
-    config: ModelConfig
+    Every code between layers is held without its zero point (``code - zero_point``), so a
+    uint8 activation is 0 at a real 0 and the kernels never subtract one; the zero points of a
+    file's tensors (TFLite's int8 activations have -128 after a ReLU) are taken out when it is
+    read (compiler/tflite_int8.py) and only the input's is applied, where floats are quantized.
+    """
+
+    #: The float input the module takes, NCHW (the built-in network) or NHWC (a TFLite file).
+    input_shape: tuple[int, ...]
     input_scale: float
     convs: list[QuantizedConv]
     fc_weight: np.ndarray  # int8, (in, classes)
     fc_bias: np.ndarray  # int32, (classes,)
     fc_weight_scale: np.ndarray  # float64, (classes,)
     logits_scale: float
+    #: Into the logits' codes less their zero point: its bounds are [-128 - zp, 127 - zp].
     fc_requantize: Requantize
-    #: Where the calibration inputs came from (source, samples, …).
+    #: Where the calibration inputs came from (source, samples, …), or which file was read.
     calibration: dict[str, Any] = field(default_factory=dict)
+    input_layout: str = "NCHW"
+    #: The input's int8 codes are ``clamp(round(x / scale) + zero_point, *input_range)``.
+    input_zero_point: int = 0
+    input_range: tuple[int, int] = (-INT8_MAX, INT8_MAX)
+    #: The global average pool: None keeps its input's scale (a rounded integer mean, ours);
+    #: else the sum of the codes is requantized to ``pool_output_scale`` (TFLite's MEAN).
+    pool_requantize: Requantize | None = None
+    pool_output_scale: float | None = None
+    #: A softmax after the classifier (the module's output is then probabilities).
+    softmax: SoftmaxOutput | None = None
+    #: What the manifest says the scheme is (the built-in quantizer's, or a file's).
+    scheme: dict[str, str] = field(default_factory=lambda: dict(BUILTIN_SCHEME))
 
     @property
     def pool_scale(self) -> float:
-        return self.convs[-1].output_scale
+        return self.pool_output_scale if self.pool_requantize is not None else self.convs[-1].output_scale
+
+    @property
+    def input_channels(self) -> int:
+        return self.input_shape[1] if self.input_layout == "NCHW" else self.input_shape[3]
+
+    @property
+    def output_quantum(self) -> float:
+        """One step of the output's grid: the logits' scale, or the softmax's."""
+        return self.softmax.scale if self.softmax is not None else self.logits_scale
 
     # -- the integer graph in NumPy ------------------------------------------------------------
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """float32 NCHW → int8 codes NHWC (as int64): ``clamp(round_half_even(x · (1/s)), -127, 127)``,
-        in float32 as the module computes it."""
-        t = np.transpose(np.asarray(x, dtype=np.float32), (0, 2, 3, 1))
-        q = np.rint(t * np.float32(1.0 / self.input_scale))
-        return np.clip(q, -INT8_MAX, INT8_MAX).astype(np.int64)
+        """float32 input → its int8 codes less the zero point, NHWC (as int64):
+        ``clamp(round_half_even(x · (1/s)) + zp, low, high) - zp``, in float32 as the module
+        computes it."""
+        t = np.asarray(x, dtype=np.float32)
+        if self.input_layout == "NCHW":
+            t = np.transpose(t, (0, 2, 3, 1))
+        q = np.rint(t * np.float32(1.0 / self.input_scale)) + np.float32(self.input_zero_point)
+        return np.clip(q, *self.input_range).astype(np.int64) - self.input_zero_point
 
     def reference(self, x: np.ndarray) -> np.ndarray:
-        """The logits (float32) of the quantized graph, computed with NumPy integers only."""
+        """The output (float32 logits, or probabilities) of the quantized graph, computed with
+        NumPy integers only."""
         codes = self.quantize_input(x)
         for conv in self.convs:
             codes = conv.reference(codes)
-        hw = codes.shape[1] * codes.shape[2]
-        pooled = (codes.sum(axis=(1, 2)) + hw // 2) // hw
+        pooled = self._pool_reference(codes)
         acc = (pooled.astype(np.float64) @ self.fc_weight.astype(np.float64)).astype(np.int64) + self.fc_bias
-        logits = self.fc_requantize.apply(acc)
-        return (logits.astype(np.float32) * np.float32(self.logits_scale)).astype(np.float32)
+        logits = (self.fc_requantize.apply(acc).astype(np.float32) * np.float32(self.logits_scale)).astype(np.float32)
+        return self.softmax.apply(logits) if self.softmax is not None else logits
+
+    def _pool_reference(self, codes: np.ndarray) -> np.ndarray:
+        hw = codes.shape[1] * codes.shape[2]
+        total = codes.sum(axis=(1, 2))
+        if self.pool_requantize is None:
+            return (total + hw // 2) // hw
+        return self.pool_requantize.apply(total)
 
     # -- the same graph in Relax ---------------------------------------------------------------
 
@@ -225,12 +290,12 @@ class QuantizedNetwork:
             return index + 1 < len(self.convs) and self.convs[index + 1].groups == 1
 
         bb = relax.BlockBuilder()
-        data = relax.Var("input", relax.TensorType(self.config.input_shape, "float32"))
+        data = relax.Var("input", relax.TensorType(self.input_shape, "float32"))
         with bb.function("main", [data]):
             with bb.dataflow():
                 first = self.convs[0]
                 x = bb.emit(self._input_codes(data, first.padding, dense_input, const))
-                weight, bias = self._first_conv_operands(first, 128 + offset)
+                weight, bias = self._first_conv_operands(first, 128 + offset + self.input_zero_point)
                 acc = relax.op.nn.conv2d(
                     x, const(weight), strides=first.stride, padding=0, data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32"
                 )
@@ -239,18 +304,19 @@ class QuantizedNetwork:
                     p, bias = conv.padding, conv.bias
                     if conv.groups == 1 and offset:  # reads codes - 128: take -128 · Σw out again
                         bias = _offset_bias(bias, conv.weight, offset)
-                    acc = relax.op.nn.conv2d(x, const(conv.weight), strides=conv.stride, padding=(p, p, p, p), groups=conv.groups,
+                    acc = relax.op.nn.conv2d(x, const(conv.weight), strides=conv.stride, padding=p, groups=conv.groups,
                                              data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")  # fmt: skip
                     shifted = conv.groups != 1 and dense_feeds(index)
                     x = bb.emit(requantize(acc, conv.weight, bias, conv.requantize, dense_input if shifted else "uint8", -offset if shifted else 0))
-                hw = int(x.ty.shape[1]) * int(x.ty.shape[2])
-                total = relax.op.sum(relax.op.astype(x, "int32"), axis=[1, 2])
-                pooled = relax.op.floor_divide(relax.op.add(total, const(np.int32(hw // 2))), const(np.int32(hw)))
+                pooled = self._pool(bb, x, llvm_rounding, const)
                 if offset:
                     pooled = relax.op.add(pooled, const(np.int32(offset)))
                 pooled = bb.emit(relax.op.astype(pooled, dense_input))
                 logits = bb.emit(self._classifier(pooled, offset, const, requantize))
-                out = bb.emit_output(relax.op.multiply(relax.op.astype(logits, "float32"), const(np.float32(self.logits_scale))))
+                out = relax.op.multiply(relax.op.astype(logits, "float32"), const(np.float32(self.logits_scale)))
+                if self.softmax is not None:
+                    out = self._softmax_output(bb.emit(out), const)
+                out = bb.emit_output(out)
             bb.emit_func_output(out)
         return bb.get()
 
@@ -270,28 +336,59 @@ class QuantizedNetwork:
         scale = np.ones(padded, dtype=np.float64)
         scale[:classes] = self.fc_requantize.scale
         rq = Requantize.of(scale, self.fc_requantize.low, self.fc_requantize.high)
-        batch = self.config.input_shape[0]
+        batch = self.input_shape[0]
         x = relax.op.reshape(pooled, (batch, 1, 1, features))
         acc = relax.op.nn.conv2d(x, const(weight), data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")
-        logits = relax.op.reshape(requantize(acc, weight, bias, rq, "int8"), (batch, padded))
+        fits_int8 = -128 <= rq.low and rq.high <= INT8_MAX  # a file's logits zero point moves the bounds
+        logits = relax.op.reshape(requantize(acc, weight, bias, rq, "int8" if fits_int8 else "int32"), (batch, padded))
         return relax.op.strided_slice(logits, axes=[1], begin=[0], end=[classes])
 
-    def _input_codes(self, data, padding: int, dense_input: str, const):
+    def _input_codes(self, data, padding: tuple[int, int, int, int], dense_input: str, const):
         """The input as the first convolution reads it: NHWC int8 codes (+ 128 as uint8 where the
-        dense convolutions read uint8), padded by ``padding`` pixels of a real 0 on each side and
-        to a fourth channel, so that each pixel is one 4-byte group of the dot-product
-        instructions."""
+        dense convolutions read uint8), padded with the code of a real 0 by ``padding`` (top,
+        left, bottom, right) and to a fourth channel, so that each pixel is one 4-byte group of
+        the dot-product instructions."""
         from tvm import relax
 
-        zero = 128 + DENSE_INPUT_OFFSETS[dense_input]  # the code of 0: 128 in uint8, 0 in int8
-        x = relax.op.permute_dims(data, [0, 2, 3, 1])
+        shift = 128 + DENSE_INPUT_OFFSETS[dense_input]  # int8 code → the dense type's: +128 to uint8
+        zero = self.input_zero_point + shift  # the code of a real 0
+        x = relax.op.permute_dims(data, [0, 2, 3, 1]) if self.input_layout == "NCHW" else data
         x = relax.op.round(relax.op.multiply(x, const(np.float32(1.0 / self.input_scale))))  # half to even
-        x = relax.op.clip(x, -INT8_MAX, INT8_MAX)
-        if zero:
-            x = relax.op.add(x, const(np.float32(zero)))
+        if self.input_zero_point:
+            x = relax.op.add(x, const(np.float32(self.input_zero_point)))
+        x = relax.op.clip(x, *self.input_range)
+        if shift:
+            x = relax.op.add(x, const(np.float32(shift)))
         x = relax.op.astype(x, dense_input)
-        pad = [0, 0, padding, padding, padding, padding, 0, INPUT_CHANNEL_GROUP - self.config.input_shape[1]]
+        top, left, bottom, right = padding
+        pad = [0, 0, top, bottom, left, right, 0, INPUT_CHANNEL_GROUP - self.input_channels]
         return relax.op.nn.pad(x, pad, pad_value=zero)
+
+    def _pool(self, bb, x, llvm_rounding: bool, const):
+        """The global average pool of the last convolution's uint8 codes, as int32: a rounded
+        integer mean (half up) in the same scale, or the sum requantized to the pool's own
+        scale (:attr:`pool_requantize`)."""
+        from tvm import relax
+
+        hw = int(x.ty.shape[1]) * int(x.ty.shape[2])
+        total = relax.op.sum(relax.op.astype(x, "int32"), axis=[1, 2])
+        if self.pool_requantize is None:
+            return relax.op.floor_divide(relax.op.add(total, const(np.int32(hw // 2))), const(np.int32(hw)))
+        rq = self.pool_requantize
+        v = relax.op.clip(relax.op.multiply(relax.op.astype(total, "float32"), const(rq.scale)), rq.low, rq.high)
+        if llvm_rounding:
+            return bb.emit_te(_round_to_int32, bb.emit(v), primfunc_name_hint="round_to_int32")
+        return relax.op.astype(relax.op.round(v), "int32")
+
+    def _softmax_output(self, logits, const):
+        """The softmax of the float logits on the file's output grid, dequantized (see
+        :class:`SoftmaxOutput`)."""
+        from tvm import relax
+
+        out = self.softmax
+        q = relax.op.round(relax.op.multiply(relax.op.nn.softmax(logits, axis=-1), const(np.float32(1.0 / out.scale))))
+        q = relax.op.clip(relax.op.add(q, const(np.float32(out.zero_point))), -128, INT8_MAX)
+        return relax.op.multiply(relax.op.subtract(q, const(np.float32(out.zero_point))), const(np.float32(out.scale)))
 
     @staticmethod
     def _first_conv_operands(conv: QuantizedConv, input_offset: int) -> tuple[np.ndarray, np.ndarray]:
@@ -305,23 +402,35 @@ class QuantizedNetwork:
 
     def to_json(self) -> dict[str, Any]:
         """The manifest's record: the scheme, the calibration and every scale."""
+        pool: dict[str, Any] = {"scale": self.pool_scale, "rounding": "round half up of the integer mean"}
+        if self.pool_requantize is not None:
+            pool["rounding"] = "the sum of the codes requantized: round_half_even(float32(sum) * scale)"
+            pool["requantize_scale"] = float(self.pool_requantize.scale)
         return {
-            "scheme": "int8",
-            "weights": "symmetric int8 per output channel, BatchNorm folded first",
-            "activations": "per tensor: input int8 symmetric, after each ReLU uint8 (zero point 0), logits int8 symmetric",
-            "bias": "int32 in the accumulator's scale",
+            **self.scheme,
             "requantization": "float32 per output channel: round_half_even(float32(acc + bias) * scale), clamped to the ReLU's range",
             "calibration": self.calibration,
+            "input": {"scale": self.input_scale, "zero_point": self.input_zero_point, "range": list(self.input_range)},
             "input_scale": self.input_scale,
             "layers": [c.to_json() for c in self.convs],
-            "pool": {"scale": self.pool_scale, "rounding": "round half up of the integer mean"},
+            "pool": pool,
             "classifier": {
                 "input_scale": self.pool_scale,
                 "logits_scale": self.logits_scale,
                 "weight_scales": [float(s) for s in self.fc_weight_scale],
                 "requantize_scales": [float(s) for s in self.fc_requantize.scale],
             },
+            "softmax": None if self.softmax is None else {"scale": self.softmax.scale, "zero_point": self.softmax.zero_point},
         }
+
+
+#: The built-in quantizer's scheme, as the manifest records it.
+BUILTIN_SCHEME = {
+    "scheme": "int8",
+    "weights": "symmetric int8 per output channel, BatchNorm folded first",
+    "activations": "per tensor: input int8 symmetric, after each ReLU uint8 (zero point 0), logits int8 symmetric",
+    "bias": "int32 in the accumulator's scale",
+}
 
 
 def _scaled_fits_int32(weight: np.ndarray, bias: np.ndarray, scale: np.ndarray) -> bool:
@@ -419,7 +528,7 @@ def quantize_network(net, calibration: np.ndarray, calibration_info: dict[str, A
     fc_codes, fc_scale = _weight_codes(fc_weight, axis=1)
     logits_scale = _activation_scale(ranges["logits"], INT8_MAX)
     return QuantizedNetwork(
-        config=config,
+        input_shape=tuple(config.input_shape),
         input_scale=input_scale,
         convs=convs,
         fc_weight=fc_codes,
