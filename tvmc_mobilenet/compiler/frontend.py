@@ -55,12 +55,8 @@ def import_pytorch(net: torch.nn.Module, input_shape: tuple[int, ...]) -> Import
     return ImportedModel(mod, input_name, tuple(input_shape), "float32", "pytorch", reference)
 
 
-def import_onnx(path: Path, batch: int | None = None) -> ImportedModel:
-    """Import a user's ONNX file; the input shape is read from the file.
-
-    A symbolic batch dimension takes ``batch`` (default 1); any other symbolic dimension is an
-    error, since the tool builds for one static shape.
-    """
+def _read_onnx(path: Path, batch: int | None):
+    """(the checked ``onnx.ModelProto``, its image input, that input's static shape)."""
     try:
         import onnx
     except ImportError:
@@ -83,15 +79,42 @@ def import_onnx(path: Path, batch: int | None = None) -> ImportedModel:
         raise BadInputError(
             f"model input {graph_input.name!r} has ONNX element type {onnx.TensorProto.DataType.Name(elem_type)}; expected FLOAT (float32)"
         )
-    shape = _static_input_shape(path, graph_input, batch)
+    return model, graph_input, _static_input_shape(path, graph_input, batch)
+
+
+def onnx_is_qdq(path: Path) -> bool:
+    """Whether an ONNX file is quantized in QDQ form (compiler/onnx_qdq.py)."""
+    from tvmc_mobilenet.compiler.onnx_qdq import is_qdq_onnx
+
+    return is_qdq_onnx(_read_onnx(path, None)[0])
+
+
+def import_onnx(path: Path, batch: int | None = None) -> ImportedModel:
+    """Import a user's ONNX file; the input shape is read from the file.
+
+    A symbolic batch dimension takes ``batch`` (default 1); any other symbolic dimension is an
+    error, since the tool builds for one static shape.
+    """
+    model, graph_input, shape = _read_onnx(path, batch)
     from tvm.relax.frontend.onnx import from_onnx
 
     try:
         mod = from_onnx(model, shape_dict={graph_input.name: list(shape)}, keep_params_in_input=False)
     except Exception as exc:
         raise BadInputError(f"TVM cannot import {str(path)!r}: {type(exc).__name__}: {message_line(exc, 0)}") from None
-    model_bytes = path.read_bytes()
+    return ImportedModel(mod, graph_input.name, shape, "float32", "onnxruntime", _onnxruntime_reference(Path(path).read_bytes(), graph_input.name))
 
+
+def read_qdq_onnx(path: Path, batch: int | None = None):
+    """A QDQ ONNX file as (``QuantizedNetwork``, input name, ONNX Runtime's reference on the file)."""
+    from tvmc_mobilenet.compiler.onnx_qdq import read_qdq_onnx as read
+
+    model, graph_input, shape = _read_onnx(path, batch)
+    net = read(model, path, graph_input.name, shape)
+    return net, graph_input.name, _onnxruntime_reference(Path(path).read_bytes(), graph_input.name)
+
+
+def _onnxruntime_reference(model_bytes: bytes, input_name: str):
     def reference(data: np.ndarray) -> np.ndarray:
         try:
             import onnxruntime
@@ -100,9 +123,9 @@ def import_onnx(path: Path, batch: int | None = None) -> ImportedModel:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 2
         session = onnxruntime.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-        return session.run(None, {graph_input.name: data})[0]
+        return session.run(None, {input_name: data})[0]
 
-    return ImportedModel(mod, graph_input.name, shape, "float32", "onnxruntime", reference)
+    return reference
 
 
 def _static_input_shape(path: Path, graph_input, batch: int | None) -> tuple[int, ...]:

@@ -43,7 +43,7 @@ def import_model(options: ModelOptions, log: Callable[[str], None] = lambda _msg
     """Build or read the network, import it into Relax and fold BatchNorm. A quantized network is
     written for ``target`` (a ``tvm.target.Target``): its dense convolutions read the operand
     type of the target's dot-product instruction (see :meth:`QuantizedNetwork.relax_module`)."""
-    from tvmc_mobilenet.compiler.frontend import import_onnx, import_pytorch, import_tflite, model_file_format, tflite_is_integer
+    from tvmc_mobilenet.compiler.frontend import import_onnx, import_pytorch, import_tflite, model_file_format, onnx_is_qdq, tflite_is_integer
     from tvmc_mobilenet.compiler.passes import simplify_for_inference
     from tvmc_mobilenet.runtime.artifact import sha256_bytes
 
@@ -56,8 +56,8 @@ def import_model(options: ModelOptions, log: Callable[[str], None] = lambda _msg
             "sha256": sha256_bytes(path.read_bytes()),
             "name": options.model_name,
         }
-        if kind == "tflite" and tflite_is_integer(path):
-            return _integer_tflite(options, path, description, log, target)
+        if tflite_is_integer(path) if kind == "tflite" else onnx_is_qdq(path):
+            return _integer_file(options, path, kind, description, log, target)
         log(f"importing {'TFLite' if kind == 'tflite' else 'ONNX'} model {path}")
         importer = import_tflite if kind == "tflite" else import_onnx
         imported = importer(path, batch=options.batch if options.batch != 1 else None)
@@ -104,17 +104,20 @@ def _quantized(options: ModelOptions, net, description: dict[str, Any], log: Cal
     return PreparedModel(imported, simplify_for_inference(imported.mod), description, quantized, float_reference)
 
 
-def _integer_tflite(options: ModelOptions, path: Path, description: dict[str, Any], log: Callable[[str], None], target=None) -> PreparedModel:
-    """A full-integer ``.tflite`` file read with its own scales (compiler/tflite_int8.py) into the
-    same integer Relax graph as ``--quantize int8``; its reference is LiteRT running the file."""
-    from tvmc_mobilenet.compiler.frontend import ImportedModel, read_int8_tflite
+def _integer_file(options: ModelOptions, path: Path, kind: str, description: dict[str, Any], log: Callable[[str], None],
+                  target=None) -> PreparedModel:  # fmt: skip
+    """A full-integer ``.tflite`` file (compiler/tflite_int8.py) or a QDQ ONNX one
+    (compiler/onnx_qdq.py) read with its own scales into the same integer Relax graph as
+    ``--quantize int8``; its reference is LiteRT or ONNX Runtime running the file."""
+    from tvmc_mobilenet.compiler.frontend import ImportedModel, read_int8_tflite, read_qdq_onnx
     from tvmc_mobilenet.compiler.passes import simplify_for_inference
 
-    log(f"reading the full-integer TFLite model {path} onto the int8 kernels")
-    quantized, input_name, reference = read_int8_tflite(path, batch=options.batch if options.batch != 1 else None)
+    what, read, framework = {"tflite": ("full-integer TFLite", read_int8_tflite, "litert"), "onnx": ("QDQ ONNX", read_qdq_onnx, "onnxruntime")}[kind]
+    log(f"reading the {what} model {path} onto the int8 kernels")
+    quantized, input_name, reference = read(path, batch=options.batch if options.batch != 1 else None)
     dense_input = _dense_input(target)
     graph = quantized.relax_module(dense_input, llvm_rounding=target is None or target.kind.name == "llvm")
-    imported = ImportedModel(graph, input_name, quantized.input_shape, "float32", "litert", reference)
+    imported = ImportedModel(graph, input_name, quantized.input_shape, "float32", framework, reference)
     description = {**description, "quantize": "int8 (the file's)", "dense_input": dense_input}
     return PreparedModel(imported, simplify_for_inference(imported.mod), description, quantized)
 
