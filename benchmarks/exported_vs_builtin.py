@@ -1,14 +1,15 @@
 """A user's exported MobileNet against the built-in one: same α and resolution, both built by this
 tool (untuned), LiteRT running the exported file alongside, engines taking turns in one run.
 
-The exported model is made as users make theirs: Keras' ``MobileNet`` (v1, ``weights=None``: the
-same layers and Mult-Adds, random weights) converted by TensorFlow's ``TFLiteConverter``, the same
-file ``int8_vs_peers.py`` gives LiteRT, and its full-integer int8 export (read onto our int8
-kernels). Issue 16's targets: the float export within 1.05× of the built-in network's latency,
-the int8 export at least 2× faster than the float one. Each row also records what the build left
+The exported models are made as users make theirs, from Keras' ``MobileNet`` (v1,
+``weights=None``: the same layers and Mult-Adds, random weights): TensorFlow's
+``TFLiteConverter`` to float and to full-integer int8 ``.tflite`` (the int8 one read onto our int8
+kernels), and tf2onnx to ONNX (NHWC input, ReLU6 as Clip). Issue 16's targets: the float exports
+within 1.05× of the built-in network's latency, the int8 export at least 2× faster than the
+float one. Each row also records what the build left
 of the exports (layout transforms, kernels), the reason when a target is missed.
 
-    pip install -e '.[peers,tflite]'   # tensorflow-cpu, ai-edge-litert, tflite
+    pip install -e '.[test]'   # tensorflow-cpu, tf2onnx, ai-edge-litert, tflite
     python benchmarks/exported_vs_builtin.py [--models 1-224,0.5-160,0.25-128] [--threads 2] [--seconds 5]
 """
 
@@ -41,19 +42,34 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def keras_tflite(alpha: float, resolution: int, tmp: Path) -> dict[str, Path]:
+def keras_exports(alpha: float, resolution: int, tmp: Path) -> dict[str, Path]:
     """Keras' MobileNet v1 as a float .tflite file, exported the default way (dynamic batch,
-    softmax), and as a full-integer one (TFLITE_BUILTINS_INT8, int8 input and output), from the
-    tests' Keras model (tests/compiler/tflite_models.py: random weights whose activations keep
-    their size, as a trained network's do)."""
+    softmax), as a full-integer one (TFLITE_BUILTINS_INT8, int8 input and output) and as ONNX
+    (tf2onnx), from the tests' Keras model (tests/compiler/tflite_models.py: random weights whose
+    activations keep their size, as a trained network's do)."""
     sys.path.insert(0, str(HERE.parent))
-    from tests.compiler.tflite_models import keras_mobilenet, tflite_bytes
+    from tests.compiler.tflite_models import keras_mobilenet, keras_mobilenet_onnx, tflite_bytes
 
     paths = {"float": tmp / f"keras_{alpha:g}_{resolution}.tflite", "int8": tmp / f"keras_{alpha:g}_{resolution}_int8.tflite"}
+    paths["onnx"] = keras_mobilenet_onnx(tmp / f"keras_{alpha:g}_{resolution}.onnx", alpha=alpha, resolution=resolution)
     paths["float"].write_bytes(tflite_bytes(keras_mobilenet(alpha=alpha, resolution=resolution, fixed_batch=False, softmax=True), resolution))
     int8_model = keras_mobilenet(alpha=alpha, resolution=resolution, softmax=True)  # the converter's int8 path wants a fixed batch
     paths["int8"].write_bytes(tflite_bytes(int8_model, resolution, int8=True))
     return paths
+
+
+def onnxruntime_engine(path: Path, threads: int):
+    """ONNX Runtime running the exported ONNX file, input in and output out."""
+    import numpy as np
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    given = session.get_inputs()[0]
+    data = np.random.default_rng(1).standard_normal(given.shape).astype(np.float32)
+    return functools.partial(session.run, None, {given.name: data})
 
 
 def main() -> int:
@@ -72,13 +88,14 @@ def main() -> int:
         for alpha, resolution in model_pairs(args.models):
             item = f"{alpha:g}-{resolution}"
             print(f"{item}: exporting Keras' MobileNet to .tflite, building it and the built-in network…", file=sys.stderr)
-            exported = keras_tflite(alpha, resolution, tmp)
+            exported = keras_exports(alpha, resolution, tmp)
             built = {
                 "builtin": build_model(BuildConfig(model=ModelOptions(alpha=alpha, resolution=resolution), no_tuning_db=True,
                                                    output=tmp / f"builtin_{item}.tar")),  # fmt: skip
                 "tflite": build_model(BuildConfig(model=ModelOptions(model_file=exported["float"]), no_tuning_db=True, output=tmp / f"tflite_{item}.tar")),
                 "tflite_int8": build_model(BuildConfig(model=ModelOptions(model_file=exported["int8"]), no_tuning_db=True,
                                                        output=tmp / f"tflite_int8_{item}.tar")),  # fmt: skip
+                "onnx": build_model(BuildConfig(model=ModelOptions(model_file=exported["onnx"]), no_tuning_db=True, output=tmp / f"onnx_{item}.tar")),
             }
             engines = {}
             for name, result in built.items():
@@ -86,6 +103,7 @@ def main() -> int:
                 engines[f"tvm_{name}"] = functools.partial(load_local(artifact).run, artifact.reference_input())
             engines["litert_tflite"] = litert_engine(exported["float"], args.threads)
             engines["litert_tflite_int8"] = litert_engine(exported["int8"], args.threads)
+            engines["onnxruntime_onnx"] = onnxruntime_engine(exported["onnx"], args.threads)
             print(f"{item}: timing {', '.join(engines)} in turns…", file=sys.stderr)
             stats = time_interleaved(engines, args.seconds)
             median = {name: s["median_ms"] for name, s in stats.items()}
@@ -94,6 +112,7 @@ def main() -> int:
                 "resolution": resolution,
                 "latency": stats,
                 "exported_over_builtin": median["tvm_tflite"] / median["tvm_builtin"],
+                "onnx_export_over_builtin": median["tvm_onnx"] / median["tvm_builtin"],
                 "exported_over_litert": median["tvm_tflite"] / median["litert_tflite"],
                 "int8_speedup_over_float_export": median["tvm_tflite"] / median["tvm_tflite_int8"],
                 "int8_export_over_litert_int8": median["tvm_tflite_int8"] / median["litert_tflite_int8"],
@@ -107,7 +126,7 @@ def main() -> int:
                 },
             }
             print(f"{item}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in median.items())
-                  + f"; exported/built-in {row['exported_over_builtin']:.3f}, int8 export {row['int8_speedup_over_float_export']:.2f}x"
+                  + f"; .tflite/built-in {row['exported_over_builtin']:.3f}, .onnx/built-in {row['onnx_export_over_builtin']:.3f}, int8 export {row['int8_speedup_over_float_export']:.2f}x"
                   + " faster than the float one", file=sys.stderr)  # fmt: skip
             rows.append(row)
     write_json(args.out, {

@@ -1,5 +1,6 @@
-"""TFLite files for tests, exported as a user would: Keras's MobileNet (random weights) through
-TensorFlow's TFLite converter. TensorFlow is a test dependency only."""
+"""TFLite and ONNX files for tests, exported as a user would: Keras's MobileNet (random weights)
+through TensorFlow's TFLite converter, or through tf2onnx. TensorFlow and tf2onnx are test
+dependencies only."""
 
 from __future__ import annotations
 
@@ -62,3 +63,18 @@ def tflite_bytes(model, resolution: int, *, int8: bool = False, int8_io: bool = 
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     return converter.convert()
+
+
+def keras_mobilenet_onnx(path: Path, *, alpha: float = 0.25, resolution: int = 64, softmax: bool = True) -> Path:
+    """Keras's MobileNet through tf2onnx (opset 17), as a TensorFlow user exports to ONNX: NHWC
+    input transposed for the convolutions, ReLU6 as ``Clip``, part of each BatchNorm left as
+    ``Mul``/``Add``, an explicit ``Pad`` before each stride-2 depthwise layer, the classifier a
+    1×1 ``Conv`` on the pooled 1×1 map."""
+    import tensorflow as tf
+    import tf2onnx
+
+    model = keras_mobilenet(alpha=alpha, resolution=resolution, softmax=softmax)
+    spec = (tf.TensorSpec((1, resolution, resolution, 3), tf.float32, name="input"),)
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
+    Path(path).write_bytes(proto.SerializeToString())
+    return Path(path)

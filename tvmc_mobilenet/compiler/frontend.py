@@ -96,13 +96,60 @@ def import_onnx(path: Path, batch: int | None = None) -> ImportedModel:
     error, since the tool builds for one static shape.
     """
     model, graph_input, shape = _read_onnx(path, batch)
-    from tvm.relax.frontend.onnx import from_onnx
+    from unittest import mock
 
+    from tvm.relax.frontend.onnx import from_onnx, onnx_frontend
+
+    converters = {**onnx_frontend._get_convert_map(), **_onnx_converters()}
     try:
-        mod = from_onnx(model, shape_dict={graph_input.name: list(shape)}, keep_params_in_input=False)
+        with mock.patch.object(onnx_frontend, "_get_convert_map", lambda: converters):
+            mod = from_onnx(model, shape_dict={graph_input.name: list(shape)}, keep_params_in_input=False)
     except Exception as exc:
         raise BadInputError(f"TVM cannot import {str(path)!r}: {type(exc).__name__}: {message_line(exc, 0)}") from None
     return ImportedModel(mod, graph_input.name, shape, "float32", "onnxruntime", _onnxruntime_reference(Path(path).read_bytes(), graph_input.name))
+
+
+@functools.cache
+def _onnx_converters() -> dict[str, type]:
+    """TVM's ONNX converters for ``Clip`` and constant ``Pad``, emitting Relax operators
+    (``maximum``/``minimum``, ``nn.pad``) where TVM 0.27's emit TE kernels: a TE kernel is opaque
+    to the layout conversion, so every ReLU6 of a TensorFlow export (``Clip(0, 6)``) cost two
+    transposes and two kernels of its own; as Relax operators they follow the convolutions'
+    NHWC layout and fuse into their epilogues, and a zero ``Pad`` before a convolution folds into
+    its padding (compiler/passes.py)."""
+    from tvm import relax
+    from tvm.relax.frontend.onnx import onnx_frontend as onnx_ops
+
+    class RelaxClip(onnx_ops.Clip):
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            dtype = inputs[0].ty.dtype
+            low, high = relax.const(float(attr.get("min", -np.inf)), dtype), relax.const(float(attr.get("max", np.inf)), dtype)
+            return bb.emit(relax.op.minimum(bb.emit(relax.op.maximum(inputs[0], low)), high))
+
+        @classmethod
+        def _impl_v13(cls, bb, inputs, attr, params):
+            x = inputs[0]
+            if inputs[1] is not None:
+                x = bb.emit(relax.op.maximum(x, cls._sanitize_nan_clip_bound(bb, inputs[1], for_min=True)))
+            if inputs[2] is not None:
+                x = bb.emit(relax.op.minimum(x, cls._sanitize_nan_clip_bound(bb, inputs[2], for_min=False)))
+            return x
+
+        @classmethod
+        def _impl_v11(cls, bb, inputs, attr, params):
+            return cls._impl_v13(bb, inputs, attr, params)
+
+    class RelaxPad(onnx_ops.Pad):
+        @classmethod
+        def _lower_pad(cls, bb, inputs, attr, params, allowed_modes):
+            if attr.get("mode", b"constant").decode("utf-8") != "constant":
+                return super()._lower_pad(bb, inputs, attr, params, allowed_modes)
+            before, after, value = cls._parse_pads_and_axes(inputs, params)
+            width = [int(v) for pair in zip(before, after) for v in pair]
+            return bb.emit(relax.op.nn.pad(inputs[0], width, pad_value=float(value or 0.0)))
+
+    return {"Clip": RelaxClip, "Pad": RelaxPad}
 
 
 def read_qdq_onnx(path: Path, batch: int | None = None):

@@ -31,9 +31,153 @@ def simplify_for_inference(mod: tvm.IRModule) -> tvm.IRModule:
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
             relax.transform.FoldConstant(),
+            fold_exported_graph(),
             relax.transform.DeadCodeElimination(),
         ]
     )(mod)
+
+
+def fold_exported_graph() -> tvm.transform.Pass:
+    """What a TensorFlow export leaves around its convolutions (NCHW, before the layout
+    conversion), folded into them so that it builds to the built-in network's kernels:
+
+    * ``multiply`` / ``add`` by per-channel constants after a convolution (the part of BatchNorm
+      tf2onnx leaves as ``Mul``/``Add``) → the convolution's weights and bias;
+    * a zero ``nn.pad`` of height and width before a convolution (Keras' ``ZeroPadding2D`` before
+      each stride-2 depthwise layer) → the convolution's padding;
+    * a 1×1 convolution on a 1×1 map (Keras' classifier) → a matrix product, the built-in
+      network's classifier kernel (our pointwise schedule is for maps of many pixels).
+    """
+    import numpy as np
+    import tvm
+    from tvm import relax
+    from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+    def const(expr) -> np.ndarray:
+        return expr.value.numpy()
+
+    def per_channel(value: np.ndarray, channels: int) -> np.ndarray | None:
+        """A constant that an NCHW (N, K, H, W) tensor is multiplied by or added to, as K values;
+        None where it varies along another axis."""
+        if value.ndim > 4:
+            return None
+        shape = (1,) * (4 - value.ndim) + value.shape
+        if shape[0] != 1 or shape[2] != 1 or shape[3] != 1 or shape[1] not in (1, channels):
+            return None
+        return np.broadcast_to(value.reshape(-1), (channels,))
+
+    def nchw(call) -> bool:
+        return call.attrs["data_layout"] == "NCHW" and call.attrs["kernel_layout"] == "OIHW" and call.attrs["out_layout"] in ("", "NCHW")
+
+    data, weight, bias, factor, addend = wildcard(), is_const(), is_const(), is_const(), is_const()
+    conv = is_op("relax.nn.conv2d")(data, weight)
+    biased = is_op("relax.add")(conv, bias)
+    scaled = is_op("relax.multiply")(conv | biased, factor)
+    shifted = is_op("relax.add")(biased, addend)
+
+    def fold_scale(expr, matches):
+        call = matches[conv]
+        k = int(call.ty.shape[1])
+        s = per_channel(const(matches[factor]), k)
+        if s is None or not nchw(call) or str(matches[factor].ty.dtype) != str(call.ty.dtype):
+            return expr
+        w = const(matches[weight])
+        out = relax.Call(call.op, (matches[data], relax.const((w * s.reshape(-1, 1, 1, 1)).astype(w.dtype))), call.attrs)
+        if biased in matches:
+            b = per_channel(const(matches[bias]), k)
+            if b is None:
+                return expr
+            out = relax.op.add(out, relax.const((b * s).reshape(1, -1, 1, 1).astype(w.dtype)))
+        return out
+
+    def fold_shift(expr, matches):
+        call = matches[conv]
+        k = int(call.ty.shape[1])
+        b, c = per_channel(const(matches[bias]), k), per_channel(const(matches[addend]), k)
+        if b is None or c is None or not nchw(call):
+            return expr
+        return relax.op.add(matches[conv], relax.const((b + c).reshape(1, -1, 1, 1).astype(const(matches[bias]).dtype)))
+
+    padded_input = wildcard()
+    pad = is_op("relax.nn.pad")(padded_input)
+    conv_of_pad = is_op("relax.nn.conv2d")(pad, weight)
+
+    def fold_pad(expr, matches):
+        call, pad_call = matches[conv_of_pad], matches[pad]
+        width = [int(v) for v in pad_call.attrs["pad_width"]]
+        if pad_call.attrs["pad_mode"] != "constant" or float(pad_call.attrs["pad_value"]) != 0.0 or not nchw(call) or any(width[:4]):
+            return expr
+        top, left, bottom, right = (int(v) for v in call.attrs["padding"])
+        padding = [top + width[4], left + width[6], bottom + width[5], right + width[7]]
+        a = call.attrs
+        return relax.op.nn.conv2d(matches[padded_input], matches[weight], strides=a["strides"], padding=padding, dilation=a["dilation"],
+                                  groups=int(a["groups"]), data_layout="NCHW", kernel_layout="OIHW", out_dtype=a["out_dtype"])  # fmt: skip
+
+    classifier_bias = is_const()
+    classifier = is_op("relax.add")(conv, classifier_bias) | conv
+
+    def conv_to_matmul(expr, matches):
+        call = matches[conv]
+        n, c, h, w = (int(d) for d in matches[data].ty.shape)
+        wt = const(matches[weight])
+        k = wt.shape[0]
+        if (h, w) != (1, 1) or wt.shape[2:] != (1, 1) or int(call.attrs["groups"]) != 1 or not nchw(call) or any(int(p) for p in call.attrs["padding"]):
+            return expr
+        y = relax.op.matmul(relax.op.reshape(matches[data], (n, c)), relax.const(np.ascontiguousarray(wt.reshape(k, c).T)))
+        if classifier_bias in matches:
+            b = per_channel(const(matches[classifier_bias]), k)
+            if b is None:
+                return expr
+            y = relax.op.add(y, relax.const(b.astype(wt.dtype).copy()))
+        return relax.op.reshape(y, (n, k, 1, 1))
+
+    reshaped = wildcard()
+    reshape = is_op("relax.reshape")(reshaped, wildcard())
+
+    def drop_identity_reshape(expr, matches):  # Keras' Reshape((1, 1, C)) after its pooling
+        same = [int(d) for d in matches[reshape].ty.shape] == [int(d) for d in matches[reshaped].ty.shape]
+        return matches[reshaped] if same else expr
+
+    @tvm.transform.module_pass(opt_level=0, name="FoldExportedGraph")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        for gvar, func in list(mod.functions.items()):
+            if isinstance(func, relax.Function):
+                for pattern, rewrite in ((conv_of_pad, fold_pad), (scaled, fold_scale), (shifted, fold_shift), (scaled, fold_scale),
+                                         (shifted, fold_shift), (reshape, drop_identity_reshape), (classifier, conv_to_matmul)):  # fmt: skip
+                    func = rewrite_call(pattern, rewrite, func)
+                mod[gvar] = func
+        return mod
+
+    return _pass
+
+
+def cancel_inverse_transposes() -> tvm.transform.Pass:
+    """``permute_dims(permute_dims(x, p), q)`` where ``q`` undoes ``p`` → ``x``: a TensorFlow
+    export's NHWC input, transposed to NCHW for the ONNX convolutions and back to NHWC by the
+    layout conversion."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    x = wildcard()
+    inner = is_op("relax.permute_dims")(x)
+    outer = is_op("relax.permute_dims")(inner)
+
+    def rewrite(expr, matches):
+        p, q = matches[inner].attrs["axes"], matches[outer].attrs["axes"]
+        if p is None or q is None:
+            return expr
+        p, q = [int(a) for a in p], [int(a) for a in q]
+        return matches[x] if [p[i] for i in q] == list(range(len(p))) else expr
+
+    @tvm.transform.module_pass(opt_level=0, name="CancelInverseTransposes")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        for gvar, func in list(mod.functions.items()):
+            if isinstance(func, relax.Function):
+                mod[gvar] = rewrite_call(outer, rewrite, func)
+        return mod
+
+    return _pass
 
 
 def fold_batchnorm_into_conv2d() -> tvm.transform.Pass:
@@ -149,7 +293,9 @@ def convert_conv_layout(target: tvm.target.Target) -> tvm.transform.Pass:
     layouts = CONV_LAYOUTS.get(target.kind.name)
     if layouts is None:
         return tvm.transform.Sequential([])
-    return tvm.transform.Sequential([relax.transform.ConvertLayout({"relax.nn.conv2d": list(layouts)}), relax.transform.FoldConstant()])
+    return tvm.transform.Sequential(
+        [relax.transform.ConvertLayout({"relax.nn.conv2d": list(layouts)}), cancel_inverse_transposes(), relax.transform.FoldConstant()]
+    )
 
 
 def layout_transform_count(mod: tvm.IRModule) -> int:
