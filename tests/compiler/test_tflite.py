@@ -36,6 +36,7 @@ def test_a_keras_tflite_builds_and_verifies_against_litert(keras_artifact, keras
     assert m["input"]["shape"] == [1, 64, 64, 3] and m["input"]["layout"] == "NHWC"
     assert m["input"]["preprocess"]["name"] == "tf"  # TensorFlow's normalisation by default
     assert m["layout"]["transforms"] == 0  # NHWC from the input on: nothing to transpose
+    assert [k["kind"] for k in m["kernels"]].count("dense") == 1  # the 1×1 classifier convolution is the built-in network's matrix product
     assert m["output"]["shape"] == [1, 1000]
 
 

@@ -45,8 +45,10 @@ def fold_exported_graph() -> tvm.transform.Pass:
       tf2onnx leaves as ``Mul``/``Add``) → the convolution's weights and bias;
     * a zero ``nn.pad`` of height and width before a convolution (Keras' ``ZeroPadding2D`` before
       each stride-2 depthwise layer) → the convolution's padding;
-    * a 1×1 convolution on a 1×1 map (Keras' classifier) → a matrix product, the built-in
-      network's classifier kernel (our pointwise schedule is for maps of many pixels).
+    * a 1×1 convolution on a 1×1 map (Keras' classifier, in ONNX or TFLite) → a matrix product,
+      the built-in network's classifier kernel (our pointwise schedule is for maps of many pixels).
+
+    Only float32 graphs are rewritten: the int8 graph is built in its final form (quantize.py).
     """
     import numpy as np
     import tvm
@@ -66,8 +68,9 @@ def fold_exported_graph() -> tvm.transform.Pass:
             return None
         return np.broadcast_to(value.reshape(-1), (channels,))
 
-    def nchw(call) -> bool:
-        return call.attrs["data_layout"] == "NCHW" and call.attrs["kernel_layout"] == "OIHW" and call.attrs["out_layout"] in ("", "NCHW")
+    def nchw(call) -> bool:  # a float NCHW convolution: what the ONNX frontend makes
+        layouts = call.attrs["data_layout"] == "NCHW" and call.attrs["kernel_layout"] == "OIHW" and call.attrs["out_layout"] in ("", "NCHW")
+        return layouts and str(call.ty.dtype) == "float32"
 
     data, weight, bias, factor, addend = wildcard(), is_const(), is_const(), is_const(), is_const()
     conv = is_op("relax.nn.conv2d")(data, weight)
@@ -118,18 +121,27 @@ def fold_exported_graph() -> tvm.transform.Pass:
 
     def conv_to_matmul(expr, matches):
         call = matches[conv]
-        n, c, h, w = (int(d) for d in matches[data].ty.shape)
-        wt = const(matches[weight])
-        k = wt.shape[0]
-        if (h, w) != (1, 1) or wt.shape[2:] != (1, 1) or int(call.attrs["groups"]) != 1 or not nchw(call) or any(int(p) for p in call.attrs["padding"]):
+        layouts = (call.attrs["data_layout"], call.attrs["kernel_layout"], call.attrs["out_layout"] or call.attrs["data_layout"])
+        if layouts not in (("NCHW", "OIHW", "NCHW"), ("NHWC", "HWIO", "NHWC")) or int(call.attrs["groups"]) != 1:
             return expr
-        y = relax.op.matmul(relax.op.reshape(matches[data], (n, c)), relax.const(np.ascontiguousarray(wt.reshape(k, c).T)))
+        if str(call.ty.dtype) != "float32":  # the int8 graph's classifier is ours already (compiler/quantize.py)
+            return expr
+        channels_last = layouts[0] == "NHWC"  # a TFLite file's classifier
+        shape = [int(d) for d in matches[data].ty.shape]
+        n, c, spatial = (shape[0], shape[3], shape[1:3]) if channels_last else (shape[0], shape[1], shape[2:])
+        wt = const(matches[weight])
+        if spatial != [1, 1] or any(int(p) for p in call.attrs["padding"]) or wt.size != int(call.ty.shape[3 if channels_last else 1]) * c:
+            return expr
+        k = wt.size // c
+        matrix = wt.reshape(c, k) if channels_last else wt.reshape(k, c).T  # HWIO (1, 1, C, K) or OIHW (K, C, 1, 1)
+        y = relax.op.matmul(relax.op.reshape(matches[data], (n, c)), relax.const(np.ascontiguousarray(matrix)))
         if classifier_bias in matches:
-            b = per_channel(const(matches[classifier_bias]), k)
+            bias = const(matches[classifier_bias])
+            b = bias.reshape(-1) if channels_last and bias.size == k else per_channel(bias, k)
             if b is None:
                 return expr
-            y = relax.op.add(y, relax.const(b.astype(wt.dtype).copy()))
-        return relax.op.reshape(y, (n, k, 1, 1))
+            y = relax.op.add(y, relax.const(np.broadcast_to(b, (k,)).astype(wt.dtype).copy()))
+        return relax.op.reshape(y, (n, 1, 1, k) if channels_last else (n, k, 1, 1))
 
     reshaped = wildcard()
     reshape = is_op("relax.reshape")(reshaped, wildcard())
