@@ -1,5 +1,5 @@
 """A user's exported MobileNet against the built-in one: same α and resolution, both built by this
-tool (untuned), LiteRT running the exported file alongside, engines taking turns in one run.
+tool (untuned, or each tuned to ``--trials``), LiteRT running the exported file alongside, engines taking turns in one run.
 
 The exported models are made as users make theirs, from Keras' ``MobileNet`` (v1,
 ``weights=None``: the same layers and Mult-Adds, random weights): TensorFlow's
@@ -10,7 +10,7 @@ float one. Each row also records what the build left
 of the exports (layout transforms, kernels), the reason when a target is missed.
 
     pip install -e '.[test]'   # tensorflow-cpu, tf2onnx, ai-edge-litert, tflite
-    python benchmarks/exported_vs_builtin.py [--models 1-224,0.5-160,0.25-128] [--threads 2] [--seconds 5]
+    python benchmarks/exported_vs_builtin.py [--models 1-224,0.5-160,0.25-128] [--threads 2] [--seconds 5] [--trials N]
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def parse_args() -> argparse.Namespace:
         "--models", default=",".join(f"{a:g}-{r}" for a, r in DEFAULT_MODELS), help="ALPHA-RESOLUTION pairs (default: %(default)s)"
     )
     p.add_argument("--seconds", type=float, default=5.0, help="timed seconds per engine and model (default 5)")
+    p.add_argument("--trials", type=int, default=0, help="tune every build to this many trials first, each into its own database (default 0: untuned)")
     p.add_argument("--out", type=Path, default=HERE / "results" / "exported_vs_builtin.json")
     return p.parse_args()
 
@@ -81,6 +82,7 @@ def main() -> int:
     from tvmc_mobilenet.options import ModelOptions
     from tvmc_mobilenet.runtime.artifact import open_artifact
     from tvmc_mobilenet.runtime.executor import load_local
+    from tvmc_mobilenet.tuning.tune import TuneConfig, tune_model
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -89,13 +91,22 @@ def main() -> int:
             item = f"{alpha:g}-{resolution}"
             print(f"{item}: exporting Keras' MobileNet to .tflite, building it and the built-in network…", file=sys.stderr)
             exported = keras_exports(alpha, resolution, tmp)
+
+            def build(name: str, model: ModelOptions):
+                """Untuned, or with ``--trials`` tuned into a database of its own first."""
+                database = None
+                if args.trials:
+                    database = tmp / f"db_{name}_{item}"
+                    print(f"{item}: tuning {name} to {args.trials} trials…", file=sys.stderr)
+                    tune_model(TuneConfig(model=model, trials=args.trials, work_dir=database))
+                config = BuildConfig(model=model, tuning_db=database, no_tuning_db=database is None, output=tmp / f"{name}_{item}.tar")
+                return build_model(config)
+
             built = {
-                "builtin": build_model(BuildConfig(model=ModelOptions(alpha=alpha, resolution=resolution), no_tuning_db=True,
-                                                   output=tmp / f"builtin_{item}.tar")),  # fmt: skip
-                "tflite": build_model(BuildConfig(model=ModelOptions(model_file=exported["float"]), no_tuning_db=True, output=tmp / f"tflite_{item}.tar")),
-                "tflite_int8": build_model(BuildConfig(model=ModelOptions(model_file=exported["int8"]), no_tuning_db=True,
-                                                       output=tmp / f"tflite_int8_{item}.tar")),  # fmt: skip
-                "onnx": build_model(BuildConfig(model=ModelOptions(model_file=exported["onnx"]), no_tuning_db=True, output=tmp / f"onnx_{item}.tar")),
+                "builtin": build("builtin", ModelOptions(alpha=alpha, resolution=resolution)),
+                "tflite": build("tflite", ModelOptions(model_file=exported["float"])),
+                "tflite_int8": build("tflite_int8", ModelOptions(model_file=exported["int8"])),
+                "onnx": build("onnx", ModelOptions(model_file=exported["onnx"])),
             }
             engines = {}
             for name, result in built.items():
@@ -134,6 +145,7 @@ def main() -> int:
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
         "threads": args.threads,
+        "trials": args.trials,
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "rows": rows,
     })  # fmt: skip
