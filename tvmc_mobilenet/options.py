@@ -62,7 +62,10 @@ class ModelOptions:
         if self.calibration is not None and self.quantize is None:
             raise BadInputError("--calibration calibrates a quantized build: give --quantize int8 with it")
         if self.quantize is not None and self.model_file is not None:
-            raise BadInputError("--quantize applies to the built-in MobileNet; a model file cannot be quantized by this version")
+            raise BadInputError(
+                "--quantize applies to the built-in MobileNet; a float model file cannot be quantized by this version, "
+                "and a full-integer .tflite or QDQ .onnx file builds in int8 as it is, without --quantize"
+            )
         if self.model_file is not None and self.weights is not None:
             raise BadInputError("--weights applies to the built-in MobileNet; it cannot be combined with --model")
         if self.model_file is None:

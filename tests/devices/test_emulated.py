@@ -272,6 +272,24 @@ def test_int8_builds_verify_on_their_emulated_board(lab, tmp_path, capsys, targe
         assert "\tsdot\t" not in listing  # the Cortex-A72 would fault on it
 
 
+def test_an_int8_tflite_file_verifies_on_the_emulated_pi_5(lab, tmp_path, capsys):
+    """A full-integer Keras .tflite cross-built for the Pi 5 runs on its int8 kernels there (the
+    dot product's int8 operands: the file's zero points shifted by 128) and gives LiteRT's output,
+    stored at build time, on the emulated Cortex-A76."""
+    pytest.importorskip("tensorflow", reason="exporting the test model needs tensorflow-cpu (the test extra)")
+    pytest.importorskip("ai_edge_litert", reason="the .tflite reference needs ai-edge-litert (the tflite extra)")
+    from tests.compiler.tflite_models import keras_mobilenet_tflite
+
+    server, port = lab.server(None, register=False, cpu="cortex-a76")
+    wait_until_listening(port, server, timeout=120)
+    model = keras_mobilenet_tflite(tmp_path / "int8.tflite", resolution=32, int8=True)
+    result = build_model(BuildConfig(model=ModelOptions(model_file=model), target=TargetOptions(name="rasp5"), output=tmp_path / "q.tar"))
+    assert result.manifest["model"]["dense_input"] == "int8" and result.manifest["reference"]["framework"] == "litert"
+    code = main(["run", str(tmp_path / "q.tar"), "--rpc-host", "127.0.0.1", "--rpc-port", str(port)])
+    out = capsys.readouterr().out
+    assert code == 0 and "matches the reference output" in out, out
+
+
 @pytest.mark.faults("bad_input")
 def test_tuning_on_the_emulated_board_is_refused_unless_asked(lab, tmp_path, capsys):
     work = str(tmp_path / "db")

@@ -226,6 +226,22 @@ def test_tuning_starts_from_our_default_schedules(tmp_path):
         assert outcome.best_seconds <= min(defaults)
 
 
+def test_a_default_schedule_that_repacks_its_weight_in_place_is_measured(tmp_path):
+    """At α 0.25 the int8 first convolution's 8 channels take the 256-bit dot product, whose
+    default schedule repacks the weight parameter in place: measured with the task's own argument
+    shapes it failed (a shape mismatch), and the tune then kept a generic schedule twice as slow
+    as the untuned build's. Measured with the scheduled kernel's arguments, it is the first record."""
+    from tvmc_mobilenet.tuning.database import FAILED_RUN_RECORD_SECONDS, open_tuning_database, workload_key
+
+    model = ModelOptions(alpha=0.25, resolution=32, quantize="int8")
+    result = tune_model(TuneConfig(model=model, trials=2, tasks="conv", work_dir=tmp_path / "db", search_seed=1))
+    (conv,) = result.outcomes
+    records = [r for r in open_tuning_database(tmp_path / "db").database.get_all_tuning_records() if workload_key(r.workload.mod) == workload_key(conv.task.mod)]
+    defaults = [float(r.run_secs[0]) for r in records if not any(inst.kind.name.startswith("Sample") for inst in r.trace.insts)]
+    assert defaults and max(defaults) < FAILED_RUN_RECORD_SECONDS / 2, "the default schedule's measurement failed"
+    assert conv.best_seconds <= min(defaults)
+
+
 def test_int8_tune_searches_our_dot_product_space_and_the_build_stays_exact(tmp_path):
     """`tune --quantize int8`: the pointwise kernels and the first convolution are tuned in our
     dot-product space (schedules/cpu/conv_dot.py) — every record of theirs is a register tile of

@@ -25,16 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tvmc_mobilenet.compiler.quantize import INT8_MAX, QuantizedConv, QuantizedNetwork, Requantize, SoftmaxOutput
+from tvmc_mobilenet.compiler.quantize import FILE_SCHEME, INT8_MAX, QuantizedConv, QuantizedNetwork, Requantize, SoftmaxOutput
 from tvmc_mobilenet.errors import BadInputError
 from tvmc_mobilenet.model.spec import LayerKind
 
-FILE_SCHEME = {
-    "scheme": "int8",
-    "weights": "the file's: symmetric int8 per output channel",
-    "activations": "the file's QDQ scales and zero points; codes held less their zero point (uint8 after each ReLU)",
-    "bias": "the file's int32 biases",
-}
 #: The operators a QDQ MobileNet is read from.
 SUPPORTED_OPERATORS = (
     "QuantizeLinear", "DequantizeLinear", "Conv", "Relu", "Clip", "GlobalAveragePool", "Flatten", "Reshape", "Squeeze", "Gemm", "MatMul", "Softmax",

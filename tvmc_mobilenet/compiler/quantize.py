@@ -424,6 +424,13 @@ class QuantizedNetwork:
         }
 
 
+#: The scheme of a network read from a pre-quantized file (compiler/tflite_int8.py, onnx_qdq.py).
+FILE_SCHEME = {
+    "scheme": "int8",
+    "weights": "the file's: symmetric int8 per output channel",
+    "activations": "the file's scales and zero points; codes held less their zero point (uint8 after each ReLU)",
+    "bias": "the file's int32 biases",
+}
 #: The built-in quantizer's scheme, as the manifest records it.
 BUILTIN_SCHEME = {
     "scheme": "int8",

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from tvmc_mobilenet.compiler.quantize import (
+    FILE_SCHEME,
     INT8_MAX,
     QuantizedConv,
     QuantizedNetwork,
@@ -39,13 +40,6 @@ from tvmc_mobilenet.compiler.quantize import (
 from tvmc_mobilenet.errors import BadInputError
 from tvmc_mobilenet.model.spec import LayerKind
 
-#: What the manifest records as the scheme of a network read from a file.
-FILE_SCHEME = {
-    "scheme": "int8",
-    "weights": "the file's: symmetric int8 per output channel",
-    "activations": "the file's int8 scales; codes held less their zero point (uint8 after each ReLU)",
-    "bias": "the file's int32 biases",
-}
 #: The operators a full-integer MobileNet is read from.
 SUPPORTED_OPERATORS = (
     "QUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "MEAN", "FULLY_CONNECTED", "RESHAPE", "SQUEEZE", "SOFTMAX", "DEQUANTIZE",

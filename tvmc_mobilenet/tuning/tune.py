@@ -461,7 +461,10 @@ def measure_default_schedules(tasks: list[Task], database, builder, runner, budg
             continue
         replay = s_tir.Schedule(task.mod)  # the trace, replayed on the task's own module
         sch.trace.apply_to_schedule(replay, remove_postproc=False)
-        jobs.append((index, task, workload, replay, ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])))
+        # The arguments as the scheduled kernel takes them, as MetaSchedule's own candidates are
+        # measured: a schedule that repacks a weight in place (the first int8 convolution's dot
+        # product) changes that parameter's shape, and the task's would not match it.
+        jobs.append((index, task, workload, replay, ms.arg_info.ArgInfo.from_entry_func(replay.mod, remove_preproc=True)))
     if not jobs:
         return []
     built = builder.build([ms.builder.BuilderInput(replay.mod, task.extracted.target) for _, task, _, replay, _ in jobs])
