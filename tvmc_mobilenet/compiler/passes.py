@@ -45,7 +45,8 @@ def fold_exported_graph() -> tvm.transform.Pass:
       tf2onnx leaves as ``Mul``/``Add``) → the convolution's weights and bias;
     * a zero ``nn.pad`` of height and width before a convolution (Keras' ``ZeroPadding2D`` before
       each stride-2 depthwise layer) → the convolution's padding;
-    * a 1×1 convolution on a 1×1 map (Keras' classifier, in ONNX or TFLite) → a matrix product,
+    * a 1×1 convolution on a 1×1 map that is then flattened (Keras' classifier, in ONNX or
+      TFLite) → a matrix product,
       the built-in network's classifier kernel (our pointwise schedule is for maps of many pixels).
 
     Only float32 graphs are rewritten: the int8 graph is built in its final form (quantize.py).
@@ -118,6 +119,9 @@ def fold_exported_graph() -> tvm.transform.Pass:
 
     classifier_bias = is_const()
     classifier = is_op("relax.add")(conv, classifier_bias) | conv
+    # Only the classifier: its 1×1 map is flattened after it, where a 1×1 map inside the network
+    # (the last blocks at resolution 32) goes on to a ReLU and stays a pointwise convolution.
+    flattened = is_op("relax.reshape")(classifier, wildcard())
 
     def conv_to_matmul(expr, matches):
         call = matches[conv]
@@ -141,7 +145,7 @@ def fold_exported_graph() -> tvm.transform.Pass:
             if b is None:
                 return expr
             y = relax.op.add(y, relax.const(np.broadcast_to(b, (k,)).astype(wt.dtype).copy()))
-        return relax.op.reshape(y, (n, 1, 1, k) if channels_last else (n, k, 1, 1))
+        return relax.op.reshape(y, [int(d) for d in matches[flattened].ty.shape])
 
     reshaped = wildcard()
     reshape = is_op("relax.reshape")(reshaped, wildcard())
@@ -155,7 +159,7 @@ def fold_exported_graph() -> tvm.transform.Pass:
         for gvar, func in list(mod.functions.items()):
             if isinstance(func, relax.Function):
                 for pattern, rewrite in ((conv_of_pad, fold_pad), (scaled, fold_scale), (shifted, fold_shift), (scaled, fold_scale),
-                                         (shifted, fold_shift), (reshape, drop_identity_reshape), (classifier, conv_to_matmul)):  # fmt: skip
+                                         (shifted, fold_shift), (reshape, drop_identity_reshape), (flattened, conv_to_matmul)):  # fmt: skip
                     func = rewrite_call(pattern, rewrite, func)
                 mod[gvar] = func
         return mod
