@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tvmc_mobilenet.compiler.quantize import FILE_SCHEME, INT8_MAX, QuantizedConv, QuantizedNetwork, Requantize, SoftmaxOutput
+from tvmc_mobilenet.compiler.quantize import INT8_MAX, QuantizedConv, QuantizedNetwork, Requantize, SoftmaxOutput
 from tvmc_mobilenet.errors import BadInputError
 from tvmc_mobilenet.model.spec import LayerKind
 
@@ -176,7 +176,8 @@ def read_qdq_onnx(model, path: Path, input_name: str, input_shape: tuple[int, ..
     outputs = [o.name for o in model.graph.output]
     if outputs != [out]:
         raise graph.fail("its output is not the classifier's (or its softmax's) dequantized")
-    return QuantizedNetwork(
+    return QuantizedNetwork.from_file(
+        path,
         input_shape=tuple(input_shape),
         input_scale=first.scale,
         convs=convs,
@@ -185,14 +186,11 @@ def read_qdq_onnx(model, path: Path, input_name: str, input_shape: tuple[int, ..
         fc_weight_scale=fc_scale,
         logits_scale=logits.scale,
         fc_requantize=Requantize.of(current.scale * fc_scale / logits.scale, low, high),
-        calibration={"source": "the file's own scales (quantized by its converter)", "file": Path(path).name},
         input_layout="NCHW",
         input_zero_point=first.int8_zero_point,
-        input_range=(-128, INT8_MAX),
         pool_requantize=pool_requantize,
         pool_output_scale=pool_scale,
         softmax=softmax,
-        scheme=dict(FILE_SCHEME),
     )
 
 

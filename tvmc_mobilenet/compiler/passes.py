@@ -54,7 +54,7 @@ def fold_exported_graph() -> tvm.transform.Pass:
     import numpy as np
     import tvm
     from tvm import relax
-    from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+    from tvm.relax.dpl import is_const, is_op, wildcard
 
     def const(expr) -> np.ndarray:
         return expr.value.numpy()
@@ -154,12 +154,21 @@ def fold_exported_graph() -> tvm.transform.Pass:
         same = [int(d) for d in matches[reshape].ty.shape] == [int(d) for d in matches[reshaped].ty.shape]
         return matches[reshaped] if same else expr
 
-    @tvm.transform.module_pass(opt_level=0, name="FoldExportedGraph")
+    return _rewrite_pass("FoldExportedGraph", [(conv_of_pad, fold_pad), (scaled, fold_scale), (shifted, fold_shift), (scaled, fold_scale),
+                                               (shifted, fold_shift), (reshape, drop_identity_reshape), (flattened, conv_to_matmul)])  # fmt: skip
+
+
+def _rewrite_pass(name: str, rules) -> tvm.transform.Pass:
+    """A module pass applying ``rules`` ((pattern, rewrite) pairs, in order) to every Relax function."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.dpl import rewrite_call
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         for gvar, func in list(mod.functions.items()):
             if isinstance(func, relax.Function):
-                for pattern, rewrite in ((conv_of_pad, fold_pad), (scaled, fold_scale), (shifted, fold_shift), (scaled, fold_scale),
-                                         (shifted, fold_shift), (reshape, drop_identity_reshape), (flattened, conv_to_matmul)):  # fmt: skip
+                for pattern, rewrite in rules:
                     func = rewrite_call(pattern, rewrite, func)
                 mod[gvar] = func
         return mod
@@ -171,9 +180,7 @@ def cancel_inverse_transposes() -> tvm.transform.Pass:
     """``permute_dims(permute_dims(x, p), q)`` where ``q`` undoes ``p`` → ``x``: a TensorFlow
     export's NHWC input, transposed to NCHW for the ONNX convolutions and back to NHWC by the
     layout conversion."""
-    import tvm
-    from tvm import relax
-    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+    from tvm.relax.dpl import is_op, wildcard
 
     x = wildcard()
     inner = is_op("relax.permute_dims")(x)
@@ -186,14 +193,7 @@ def cancel_inverse_transposes() -> tvm.transform.Pass:
         p, q = [int(a) for a in p], [int(a) for a in q]
         return matches[x] if [p[i] for i in q] == list(range(len(p))) else expr
 
-    @tvm.transform.module_pass(opt_level=0, name="CancelInverseTransposes")
-    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        for gvar, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                mod[gvar] = rewrite_call(outer, rewrite, func)
-        return mod
-
-    return _pass
+    return _rewrite_pass("CancelInverseTransposes", [(outer, rewrite)])
 
 
 def fold_batchnorm_into_conv2d() -> tvm.transform.Pass:
@@ -207,7 +207,7 @@ def fold_batchnorm_into_conv2d() -> tvm.transform.Pass:
     import numpy as np
     import tvm
     from tvm import relax
-    from tvm.relax.dpl import TupleGetItemPattern, is_const, is_op, rewrite_call, wildcard
+    from tvm.relax.dpl import TupleGetItemPattern, is_const, is_op, wildcard
 
     data, weight, conv_bias = wildcard(), is_const(), is_const()
     conv = is_op("relax.nn.conv2d")(data, weight)
@@ -234,14 +234,7 @@ def fold_batchnorm_into_conv2d() -> tvm.transform.Pass:
         folded_b = relax.const((b - m * scale).reshape(1, -1, 1, 1).astype(dtype))
         return relax.op.add(relax.Call(conv_call.op, (matches[data], folded_w), conv_call.attrs), folded_b)
 
-    @tvm.transform.module_pass(opt_level=0, name="FoldBatchnormIntoConv2D")
-    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        for gvar, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                mod[gvar] = rewrite_call(pattern, rewrite, func)
-        return mod
-
-    return _pass
+    return _rewrite_pass("FoldBatchnormIntoConv2D", [(pattern, rewrite)])
 
 
 def relax_op_counts(mod: tvm.IRModule) -> Counter:

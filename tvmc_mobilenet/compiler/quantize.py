@@ -202,6 +202,15 @@ class QuantizedNetwork:
     #: What the manifest says the scheme is (the built-in quantizer's, or a file's).
     scheme: dict[str, str] = field(default_factory=lambda: dict(BUILTIN_SCHEME))
 
+    @classmethod
+    def from_file(cls, path, **fields) -> QuantizedNetwork:
+        """A network read from a pre-quantized file (compiler/tflite_int8.py, onnx_qdq.py): its
+        int8 input takes the full code range, and the manifest names the file's scheme."""
+        from pathlib import Path
+
+        calibration = {"source": "the file's own scales (quantized by its converter)", "file": Path(path).name}
+        return cls(calibration=calibration, input_range=(-128, INT8_MAX), scheme=dict(FILE_SCHEME), **fields)
+
     @property
     def pool_scale(self) -> float:
         return self.pool_output_scale if self.pool_requantize is not None else self.convs[-1].output_scale

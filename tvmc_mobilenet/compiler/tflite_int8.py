@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 from tvmc_mobilenet.compiler.quantize import (
-    FILE_SCHEME,
     INT8_MAX,
     QuantizedConv,
     QuantizedNetwork,
@@ -223,7 +222,8 @@ def read_int8_tflite(model, path: Path) -> QuantizedNetwork:
         raise reader.fail("its output is not the classifier's (or its softmax's)")
 
     input_shape = first.shape
-    return QuantizedNetwork(
+    return QuantizedNetwork.from_file(
+        path,
         input_shape=input_shape,
         input_scale=first.scale,
         convs=convs,
@@ -232,14 +232,11 @@ def read_int8_tflite(model, path: Path) -> QuantizedNetwork:
         fc_weight_scale=fc_scale,
         logits_scale=logits.scale,
         fc_requantize=fc_requantize,
-        calibration={"source": "the file's own scales (quantized by its converter)", "file": Path(path).name},
         input_layout="NHWC",
         input_zero_point=first.zero_point,
-        input_range=(-128, INT8_MAX),
         pool_requantize=pool_requantize,
         pool_output_scale=pool_output_scale,
         softmax=softmax,
-        scheme=dict(FILE_SCHEME),
     )
 
 
