@@ -98,7 +98,7 @@ def _quantized(options: ModelOptions, net, description: dict[str, Any], log: Cal
             return net(torch.from_numpy(x)).numpy()
 
     dense_input = _dense_input(target)
-    graph = quantized.relax_module(dense_input, llvm_rounding=target is None or target.kind.name == "llvm")
+    graph = _int8_graph(quantized, target)
     imported = ImportedModel(graph, "input", config.input_shape, "float32", QUANTIZED_REFERENCE, quantized.reference)
     description = {**description, "quantize": options.quantize, "dense_input": dense_input}
     return PreparedModel(imported, simplify_for_inference(imported.mod), description, quantized, float_reference)
@@ -116,10 +116,19 @@ def _integer_file(options: ModelOptions, path: Path, kind: str, description: dic
     log(f"reading the {what} model {path} onto the int8 kernels")
     quantized, input_name, reference = read(path, batch=options.batch if options.batch != 1 else None)
     dense_input = _dense_input(target)
-    graph = quantized.relax_module(dense_input, llvm_rounding=target is None or target.kind.name == "llvm")
+    graph = _int8_graph(quantized, target)
     imported = ImportedModel(graph, input_name, quantized.input_shape, "float32", framework, reference)
     description = {**description, "quantize": "int8 (the file's)", "dense_input": dense_input}
     return PreparedModel(imported, simplify_for_inference(imported.mod), description, quantized)
+
+
+def _int8_graph(quantized, target):
+    """The quantized network's Relax graph in the operand types and kernel shapes ``target``'s
+    int8 kernels take (schedules/cpu/conv_dot.py, schedules/cpu/depthwise_dot.py)."""
+    from tvmc_mobilenet.schedules.cpu.depthwise_dot import column_dot_lanes
+
+    llvm = target is None or target.kind.name == "llvm"
+    return quantized.relax_module(_dense_input(target), llvm_rounding=llvm, column_dot_lanes=column_dot_lanes(target))
 
 
 def _dense_input(target) -> str:

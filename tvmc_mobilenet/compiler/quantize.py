@@ -256,7 +256,7 @@ class QuantizedNetwork:
 
     # -- the same graph in Relax ---------------------------------------------------------------
 
-    def relax_module(self, dense_input: str = "uint8", llvm_rounding: bool = True) -> tvm.IRModule:
+    def relax_module(self, dense_input: str = "uint8", llvm_rounding: bool = True, column_dot_lanes: int | None = None) -> tvm.IRModule:
         """The integer graph as a Relax module: float32 NCHW input, float32 logits out, NHWC
         activations and HWIO weights in between (the layout our schedules are written for).
 
@@ -268,6 +268,11 @@ class QuantizedNetwork:
 
         ``llvm_rounding`` (CPU targets) rounds the requantized values to integers with LLVM's
         ``lrint`` (one instruction on x86); without it (CUDA), with ``round`` and a cast.
+
+        ``column_dot_lanes`` (a CPU with a depthwise dot product: schedules/cpu/depthwise_dot.py):
+        each 3×3 depthwise convolution whose channels are a multiple of it gets a fourth kernel
+        row of zeros and one more row of bottom padding, so that a window column is one 4-byte
+        group of the dot product; the sums are the same.
         """
         from tvm import relax
 
@@ -310,10 +315,12 @@ class QuantizedNetwork:
                 )
                 x = bb.emit(requantize(acc, weight, bias, first.requantize, "uint8"))
                 for index, conv in enumerate(self.convs[1:], start=1):
-                    p, bias = conv.padding, conv.bias
+                    weight, p, bias = conv.weight, conv.padding, conv.bias
                     if conv.groups == 1 and offset:  # reads codes - 128: take -128 · Σw out again
                         bias = _offset_bias(bias, conv.weight, offset)
-                    acc = relax.op.nn.conv2d(x, const(conv.weight), strides=conv.stride, padding=p, groups=conv.groups,
+                    if conv.groups != 1 and column_dot_lanes and weight.shape[:2] == (3, 3) and weight.shape[3] % column_dot_lanes == 0:
+                        weight, p = np.concatenate([weight, np.zeros_like(weight[:1])]), (p[0], p[1], p[2] + 1, p[3])
+                    acc = relax.op.nn.conv2d(x, const(weight), strides=conv.stride, padding=p, groups=conv.groups,
                                              data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")  # fmt: skip
                     shifted = conv.groups != 1 and dense_feeds(index)
                     x = bb.emit(requantize(acc, conv.weight, bias, conv.requantize, dense_input if shifted else "uint8", -offset if shifted else 0))

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 
 def _cpu_rules() -> list:
-    """Our pointwise and depthwise schedules, ParallelVectorize for every other kernel.
+    """Our int8 dot-product schedules (dense, then depthwise), our pointwise and depthwise
+    schedules, ParallelVectorize for every other kernel.
 
     DLight's ``cpu.GEMV`` is not used: on MobileNet it claims only 1×1 convolutions on a 1×1
     feature map (resolution 32), which it schedules as 128 vector lanes around an unrolled
@@ -30,8 +31,10 @@ def _cpu_rules() -> list:
     from tvmc_mobilenet.schedules.cpu.generic import ParallelVectorize
     from tvmc_mobilenet.schedules.cpu.pointwise import Pointwise
     from tvmc_mobilenet.schedules.cpu.conv_dot import DOT_PRODUCTS, ConvDot
+    from tvmc_mobilenet.schedules.cpu.depthwise_dot import COLUMN_DOT_PRODUCTS, DepthwiseDot
 
-    return [*(ConvDot(dot) for dot in DOT_PRODUCTS), Pointwise(), Depthwise(), ParallelVectorize()]
+    dot_rules = [*(ConvDot(dot) for dot in DOT_PRODUCTS), *(DepthwiseDot(dot) for dot in COLUMN_DOT_PRODUCTS)]
+    return [*dot_rules, Pointwise(), Depthwise(), ParallelVectorize()]
 
 
 def _cuda_rules() -> list:
@@ -80,6 +83,8 @@ def _cpu_spaces() -> dict[str, Callable]:
     from tvmc_mobilenet.schedules.cpu.depthwise import Depthwise
     from tvmc_mobilenet.schedules.cpu.pointwise import Pointwise
     from tvmc_mobilenet.schedules.cpu.conv_dot import ConvDot, dot_product_of, is_int8_conv_for
+    from tvmc_mobilenet.schedules.cpu.depthwise_dot import COLUMN_DOT_PRODUCTS, DepthwiseDot
+    from tvmc_mobilenet.schedules.nhwc import conv_nhwc_extents
 
     def pointwise_space(target):
         """int8 kernels on a CPU with a dot-product instruction get its space, the others the fp32 one."""
@@ -89,7 +94,20 @@ def _cpu_spaces() -> dict[str, Callable]:
         int8 = ConvDot(dot).design_space(target)
         return lambda sch, block: (int8 if is_int8_conv_for(dot, sch, block) else fp32)(sch, block)
 
-    return {POINTWISE_SPACE: pointwise_space, DEPTHWISE_SPACE: Depthwise().design_space}
+    def depthwise_space(target):
+        """int8 kernels with 4 kernel rows on a CPU with a depthwise dot product get its space
+        (the first that takes the kernel's channels), the others the fp32 one."""
+        rules = [DepthwiseDot(dot) for dot in COLUMN_DOT_PRODUCTS if dot.available(target)]
+        spaces, fp32 = [(rule, rule.design_space(target)) for rule in rules], Depthwise().design_space(target)
+
+        def apply(sch, block):
+            conv = conv_nhwc_extents(sch, block)
+            space = next((space for rule, space in spaces if rule.applies(sch, block, conv, target)), fp32)
+            return space(sch, block)
+
+        return apply
+
+    return {POINTWISE_SPACE: pointwise_space, DEPTHWISE_SPACE: depthwise_space}
 
 
 def _cuda_spaces() -> dict[str, Callable]:

@@ -16,6 +16,11 @@ SDOT_INTRIN = "tvmc_mobilenet_dot_4x4_sdot"
 #: AVX-VNNI (``vpdpbusd`` on 256-bit vectors, VEX-encoded: Alder Lake, Zen 5 without AVX-512):
 #: 8 int32 lanes, each adding 4 uint8 × int8 products.
 AVX_VNNI_INTRIN = "tvmc_mobilenet_dot_8x4_avxvnni"
+#: ``vpdpbusd`` on one column of a depthwise window (schedules/cpu/depthwise_dot.py): each lane
+#: adds the 4 kernel rows of its own channel, the input's 4 rows interleaved into its 4 bytes.
+DEPTHWISE_VNNI_INTRIN = "tvmc_mobilenet_depthwise_16x4_vnni"
+#: The same on AVX-VNNI's 256-bit vectors (8 lanes).
+DEPTHWISE_AVX_VNNI_INTRIN = "tvmc_mobilenet_depthwise_8x4_avxvnni"
 #: Plain AVX2: ``vpmaddwd`` on bytes widened to 16 bits, 8 int32 lanes each adding 2 products.
 #: (``vpmaddubsw`` would take the bytes as they are, but saturates its 16-bit pair sums: 2 · 255 ·
 #: 127 > 32767 for uint8 activations.)
@@ -29,6 +34,7 @@ def register_schedule_intrinsics() -> None:
     register_vnni_intrinsic()
     register_sdot_intrinsic()
     register_avx2_intrinsics()
+    register_depthwise_intrinsics()
 
 
 def _registered(name: str) -> bool:
@@ -118,6 +124,70 @@ def register_avx2_intrinsics() -> None:
                 )
 
         TensorIntrin.register(AVX2_INTRIN, _dot_desc(8, 2), avx2)
+
+
+def _column_dot(lanes: int, llvm_intrinsic: str | None):
+    """``C[i] += Σk A[k, i] · B[i, k]`` for k < 4: ``lanes`` channels of 4 input rows (uint8, each
+    row contiguous, rows ``s0`` apart) times each channel's 4 kernel rows (int8, packed channel by
+    channel), into ``lanes`` int32 accumulators.
+
+    With ``llvm_intrinsic`` the implementation (one expression, as :func:`_broadcast_dot_impl`):
+    the 4 row vectors interleaved by one shuffle so that lane ``i`` holds ``A[0..3, i]`` in its 4
+    bytes, then one ``vpdpbusd``. Without it, the description."""
+    from tvm.script import tirx as T
+
+    # byte 4i + k of the shuffled vector is row k's channel i
+    interleave = [k * lanes + i for i in range(lanes) for k in range(4)]
+    row, weights, acc = f"uint8x{lanes}", f"int8x{4 * lanes}", f"int32x{lanes}"
+
+    if llvm_intrinsic is None:
+
+        @T.prim_func(s_tir=True)
+        def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+            s0 = T.int32()
+            A = T.match_buffer(a, (4, lanes), "uint8", offset_factor=1, strides=[s0, 1])
+            B = T.match_buffer(b, (lanes, 4), "int8", offset_factor=1)
+            C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+            with T.sblock("root"):
+                T.reads(C[0:lanes], A[0:4, 0:lanes], B[0:lanes, 0:4])
+                T.writes(C[0:lanes])
+                for i, k in T.grid(lanes, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.Cast("int32", A[vk, vi]) * T.Cast("int32", B[vi, vk])
+
+        return desc
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        s0 = T.int32()
+        A = T.match_buffer(a, (4, lanes), "uint8", offset_factor=1, strides=[s0, 1])
+        B = T.match_buffer(b, (lanes, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4, 0:lanes], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm_intrinsic),
+                C.vload([0], dtype=acc),
+                T.Shuffle([A.vload([0, 0], row), A.vload([1, 0], row), A.vload([2, 0], row), A.vload([3, 0], row)], interleave),
+                B.vload([0, 0], dtype=weights),
+                dtype=acc,
+            )
+
+    return impl
+
+
+def register_depthwise_intrinsics() -> None:
+    """Register :data:`DEPTHWISE_VNNI_INTRIN` and :data:`DEPTHWISE_AVX_VNNI_INTRIN`; again is a no-op."""
+    from tvm.s_tir import TensorIntrin
+
+    for name, lanes, llvm_intrinsic in (
+        (DEPTHWISE_VNNI_INTRIN, 16, "llvm.x86.avx512.vpdpbusd.512"),
+        (DEPTHWISE_AVX_VNNI_INTRIN, 8, "llvm.x86.avx512.vpdpbusd.256"),
+    ):
+        if not _registered(name):
+            TensorIntrin.register(name, _column_dot(lanes, None), _column_dot(lanes, llvm_intrinsic))
 
 
 def register_vnni_intrinsic() -> None:

@@ -77,11 +77,11 @@ def find_conv_nhwc(sch: s_tir.Schedule):
     return None
 
 
-def inline_around(sch: s_tir.Schedule, conv) -> object | None:
-    """Inline the producers of ``conv`` (padding) and all but the last consumer (bias add into
-    ReLU). Returns the epilogue block (the kernel's output block), or None when the convolution
-    writes the output itself."""
-    for producer in sch.get_producers(conv):
+def inline_around(sch: s_tir.Schedule, conv, producers: bool = True) -> object | None:
+    """Inline the producers of ``conv`` (padding; with ``producers`` only) and all but the last
+    consumer (bias add into ReLU). Returns the epilogue block (the kernel's output block), or None
+    when the convolution writes the output itself."""
+    for producer in sch.get_producers(conv) if producers else []:
         if sch.get(producer).name_hint != "root":
             sch.compute_inline(producer)
     consumers = sch.get_consumers(conv)

@@ -27,7 +27,15 @@ from tvm import s_tir
 from tvm.target import Target
 
 from tvmc_mobilenet.schedules.cpu.conv_nhwc import NhwcConvRule
-from tvmc_mobilenet.schedules.intrinsics import AVX2_INTRIN, AVX_VNNI_INTRIN, SDOT_INTRIN, VNNI_INTRIN, register_schedule_intrinsics
+from tvmc_mobilenet.schedules.intrinsics import (
+    AVX2_INTRIN,
+    AVX_VNNI_INTRIN,
+    DEPTHWISE_AVX_VNNI_INTRIN,
+    DEPTHWISE_VNNI_INTRIN,
+    SDOT_INTRIN,
+    VNNI_INTRIN,
+    register_schedule_intrinsics,
+)
 from tvmc_mobilenet.schedules.nhwc import ConvNhwc, inline_around, largest_divisor_at_most
 
 #: The search's largest number of pixels along the row per tile.
@@ -50,6 +58,7 @@ class DotProduct:
     max_vectors: int  # the search's largest number of channel vectors per tile
     default_vectors: int
     registers: int = 32  # vector registers (AVX2 without AVX-512 has 16)
+    depthwise_intrinsic: str | None = None  # the same instruction on a depthwise window's column (depthwise_dot.py)
 
     def available(self, target: Target) -> bool:
         from tvm.target import codegen
@@ -57,10 +66,21 @@ class DotProduct:
         return target.kind.name == "llvm" and bool(codegen.target_has_features(self.feature, target))
 
 
-VNNI = DotProduct("vpdpbusd", VNNI_INTRIN, "uint8", lanes=16, group=4, feature="avx512vnni", max_vectors=8, default_vectors=2)
+VNNI = DotProduct(
+    "vpdpbusd", VNNI_INTRIN, "uint8", lanes=16, group=4, feature="avx512vnni", max_vectors=8, default_vectors=2, depthwise_intrinsic=DEPTHWISE_VNNI_INTRIN
+)
 SDOT = DotProduct("sdot", SDOT_INTRIN, "int8", lanes=4, group=4, feature="dotprod", max_vectors=8, default_vectors=4)
 AVX_VNNI = DotProduct(
-    "vpdpbusd (AVX-VNNI)", AVX_VNNI_INTRIN, "uint8", lanes=8, group=4, feature="avxvnni", max_vectors=4, default_vectors=2, registers=16
+    "vpdpbusd (AVX-VNNI)",
+    AVX_VNNI_INTRIN,
+    "uint8",
+    lanes=8,
+    group=4,
+    feature="avxvnni",
+    max_vectors=4,
+    default_vectors=2,
+    registers=16,
+    depthwise_intrinsic=DEPTHWISE_AVX_VNNI_INTRIN,
 )
 AVX2 = DotProduct("vpmaddwd", AVX2_INTRIN, "uint8", lanes=8, group=2, feature="avx2", max_vectors=4, default_vectors=2, registers=16)
 #: In the order a target is asked for them: the first it has is used.
