@@ -75,11 +75,17 @@ def test_integer_reference_tracks_the_float_network(tiny_quantized):
     assert sqnr_db(exact, q.reference(x)) > 15
 
 
-@pytest.mark.parametrize(("alpha", "dense_input"), [(0.25, "uint8"), (0.5, "uint8"), (0.75, "uint8"), (1.0, "uint8"), (0.5, "int8")])
-def test_tvm_kernels_equal_the_integer_reference_across_alpha(alpha, dense_input):
+@pytest.mark.parametrize(
+    ("alpha", "dense_input", "column_dot_lanes"),
+    [(0.25, "uint8", None), (0.5, "uint8", None), (0.75, "uint8", None), (1.0, "uint8", None), (0.5, "int8", None), (0.25, "uint8", 16), (0.75, "uint8", 8), (1.0, "uint8", 16)],
+)
+def test_tvm_kernels_equal_the_integer_reference_across_alpha(alpha, dense_input, column_dot_lanes):
     """Every int8 kernel kind (first conv, depthwise s1/s2, pointwise, pool, classifier) at the
-    channel counts of MobileNet α, built for this host with our default schedules; and the graph
-    whose dense convolutions read int8 (Arm sdot's operands), which must compute the same."""
+    channel counts of MobileNet α, built for this host with our default schedules; the graph
+    whose dense convolutions read int8 (Arm sdot's operands), which must compute the same; and
+    the graph whose depthwise kernels have a fourth, zero, row for a column dot product
+    (schedules/cpu/depthwise_dot.py: vpdpbusd where this CPU has it and the channels fill its
+    vectors, the widening schedule elsewhere), which must too."""
     import tvm
     from tvm import relax
 
@@ -91,12 +97,15 @@ def test_tvm_kernels_equal_the_integer_reference_across_alpha(alpha, dense_input
     data, info = calibration_inputs(None, 64, 8, seed=2)
     q = quantize_network(net, data, info)
     target = resolve_target("host").tvm_target()
-    mod = schedule(legalize_and_fuse(simplify_for_inference(q.relax_module(dense_input)), target), target)
+    graph = q.relax_module(dense_input, column_dot_lanes=column_dot_lanes)
+    mod = schedule(legalize_and_fuse(simplify_for_inference(graph), target), target)
     vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=lower(target)), tvm.cpu())
     x = np.random.default_rng(5).standard_normal(config.input_shape, dtype=np.float32)
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     expected = q.reference(x)
     assert np.max(np.abs(got - expected)) <= q.logits_scale * (1 + 1e-6)  # ±1 quantum of the int8 logits
+    if column_dot_lanes:
+        assert np.array_equal(got, expected)
     if dense_input == "int8":
         assert np.array_equal(got, expected)  # the offsets cancel exactly
         with pytest.raises(ValueError):

@@ -1,0 +1,126 @@
+"""int8 depthwise convolutions on a dot product's column form (schedules/cpu/depthwise_dot.py):
+it takes the 4-row kernels the quantizer makes, computes them exactly, keeps its input patch off
+the workspace pool, and calls vpdpbusd."""
+
+import re
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from tvmc_mobilenet.compiler.passes import legalize_and_fuse, lower, schedule
+from tvmc_mobilenet.schedules.cpu.conv_dot import AVX_VNNI, VNNI
+from tvmc_mobilenet.schedules.cpu.depthwise_dot import MAX_PATCH_BYTES, DepthwiseDot, column_dot_lanes, max_pixels
+from tvmc_mobilenet.schedules.nhwc import find_conv_nhwc
+from tvmc_mobilenet.targets.registry import resolve_target
+
+from tests.schedules.kernels import HOST, RASP4B, conv_kernel_of
+
+ZNVER4 = resolve_target('{"kind": "llvm", "mcpu": "znver4", "num-cores": 2}').tvm_target()
+ALDERLAKE = resolve_target('{"kind": "llvm", "mcpu": "alderlake", "num-cores": 2}').tvm_target()
+
+
+class Int8Depthwise:
+    """An int8 3×3 depthwise layer as the quantized graph writes it for a column dot product: a
+    fourth kernel row of zeros, one more row of bottom padding, and a requantizing epilogue."""
+
+    def __init__(self, channels: int, size: int, stride: int, pads: tuple[int, int, int, int] = (1, 1, 1, 1), seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.stride, self.pads = stride, pads
+        self.x = rng.integers(0, 256, (1, size, size, channels), dtype=np.uint8)
+        self.w = rng.integers(-127, 128, (3, 3, 1, channels), dtype=np.int8)
+        self.bias = rng.integers(-3000, 3000, channels, dtype=np.int32)
+        self.scale = rng.uniform(0.002, 0.02, channels).astype(np.float32)
+
+    def relax_module(self) -> tvm.IRModule:
+        top, left, bottom, right = self.pads
+        w4 = np.concatenate([self.w, np.zeros_like(self.w[:1])])
+        bb = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType(self.x.shape, "uint8"))
+        with bb.function("main", [x]):
+            with bb.dataflow():
+                acc = relax.op.nn.conv2d(x, relax.const(w4), strides=self.stride, padding=(top, left, bottom + 1, right),
+                                         groups=self.x.shape[3], data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")  # fmt: skip
+                v = relax.op.multiply(relax.op.astype(relax.op.add(acc, relax.const(self.bias)), "float32"), relax.const(self.scale))
+                out = bb.emit_output(relax.op.astype(relax.op.clip(relax.op.round(v), 0, 255), "uint8"))
+            bb.emit_func_output(out)
+        return bb.get()
+
+    def reference(self) -> np.ndarray:
+        top, left, bottom, right = self.pads
+        xp = np.pad(self.x.astype(np.int64), ((0, 0), (top, bottom), (left, right), (0, 0)))
+        s = self.stride
+        oh, ow = (xp.shape[1] - 3) // s + 1, (xp.shape[2] - 3) // s + 1
+        acc = sum(xp[:, i : i + s * (oh - 1) + 1 : s, j : j + s * (ow - 1) + 1 : s, :] * self.w[i, j, 0] for i in range(3) for j in range(3))
+        return np.clip(np.rint((acc + self.bias).astype(np.float32) * self.scale), 0, 255).astype(np.uint8)
+
+
+SHAPES = [
+    # (channels, size, stride, pads)
+    pytest.param(32, 28, 1, (1, 1, 1, 1), id="alpha1-first-block-32ch"),
+    pytest.param(64, 28, 2, (1, 1, 1, 1), id="alpha1-stride2"),
+    pytest.param(16, 14, 1, (1, 1, 1, 1), id="alpha0.5-16ch"),
+    pytest.param(128, 14, 2, (0, 0, 1, 1), id="tensorflow-same-padding-stride2"),
+    pytest.param(512, 7, 1, (1, 1, 1, 1), id="7x7-map"),
+    pytest.param(64, 1, 1, (1, 1, 1, 1), id="1x1-map"),
+]
+
+
+@pytest.mark.parametrize("channels, size, stride, pads", SHAPES)
+def test_the_column_dot_product_computes_the_layer_exactly(channels, size, stride, pads):
+    if not VNNI.available(HOST):
+        pytest.skip("this CPU has no AVX-512 VNNI to run the vpdpbusd kernels on")
+    layer = Int8Depthwise(channels, size, stride, pads)
+    fused = legalize_and_fuse(layer.relax_module(), HOST)
+    _, kernel = conv_kernel_of(fused)
+    sch = DepthwiseDot(VNNI).apply(kernel, HOST, False)
+    assert sch is not None, "the column dot product did not take the 4-row int8 depthwise kernel"
+    vm = relax.VirtualMachine(tvm.compile(schedule(fused, HOST), target=HOST, relax_pipeline=lower(HOST)), tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(layer.x)).numpy(), layer.reference())
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_tiles_call_vpdpbusd_and_allocate_nothing_per_tile(stride):
+    """The kernel's inner loop is the column dot product, and its input patch stays on the stack
+    (where LLVM keeps it in registers): a patch over TVM's stack limit would come from the
+    workspace pool at every tile."""
+    layer = Int8Depthwise(64, 56, stride)
+    kernel = conv_kernel_of(legalize_and_fuse(layer.relax_module(), ZNVER4))[1]
+    sch = DepthwiseDot(VNNI).apply(kernel, ZNVER4, False)
+    func = sch.mod["main"].with_attr("global_symbol", "main")
+    llvm_ir = tvm.tirx.build(tvm.IRModule({"main": func}), target=ZNVER4).inspect_source("ll")
+    (tile_loop,) = re.findall(r"define [^\n]*@__tvm_parallel_lambda[^\n]*\{\n.*?\n\}\n", llvm_ir, flags=re.S)
+    assert "llvm.x86.avx512.vpdpbusd.512" in tile_loop
+    assert "TVMBackendAllocWorkspace" not in tile_loop
+
+
+@pytest.mark.parametrize("stride, lanes, expected", [(1, 16, 8), (2, 16, 7), (2, 8, 8), (1, 64, 1)])
+def test_tiles_keep_the_patch_under_the_stack_limit(stride, lanes, expected):
+    pixels = max_pixels(stride, lanes)
+    assert pixels == expected
+    assert pixels == 1 or 4 * ((pixels - 1) * stride + 3) * lanes <= MAX_PATCH_BYTES
+
+
+def test_which_targets_get_four_row_kernels():
+    """AVX-512 VNNI (16 lanes) and AVX-VNNI (8) have the column form; Arm's sdot multiplies int8 by
+    int8, not the depthwise layers' uint8 codes, and the Cortex-A72 has no dot product at all."""
+    assert column_dot_lanes(ZNVER4) == 16
+    assert column_dot_lanes(ALDERLAKE) == AVX_VNNI.lanes == 8
+    assert column_dot_lanes(RASP4B) is None
+    assert column_dot_lanes(resolve_target("rasp5").tvm_target()) is None
+    assert column_dot_lanes(None) is None
+
+
+def test_three_row_kernels_and_float_kernels_are_left_to_the_other_rules():
+    layer = Int8Depthwise(32, 14, 1)
+    three_rows = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(layer.x.shape, "uint8"))
+    with three_rows.function("main", [x]):
+        with three_rows.dataflow():
+            acc = relax.op.nn.conv2d(x, relax.const(layer.w), padding=1, groups=32, data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")
+            out = three_rows.emit_output(acc)
+        three_rows.emit_func_output(out)
+    kernel = conv_kernel_of(legalize_and_fuse(three_rows.get(), ZNVER4))[1]
+    assert find_conv_nhwc(tvm.s_tir.Schedule(kernel)) is not None
+    assert DepthwiseDot(VNNI).apply(kernel, ZNVER4, False) is None
