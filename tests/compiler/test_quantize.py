@@ -76,16 +76,27 @@ def test_integer_reference_tracks_the_float_network(tiny_quantized):
 
 
 @pytest.mark.parametrize(
-    ("alpha", "dense_input", "column_dot_lanes"),
-    [(0.25, "uint8", None), (0.5, "uint8", None), (0.75, "uint8", None), (1.0, "uint8", None), (0.5, "int8", None), (0.25, "uint8", 16), (0.75, "uint8", 8), (1.0, "uint8", 16)],
+    ("alpha", "dense_input", "column_dot_lanes", "channel_multiple"),
+    [
+        (0.25, "uint8", None, None),
+        (0.5, "uint8", None, None),
+        (0.75, "uint8", None, None),
+        (1.0, "uint8", None, None),
+        (0.5, "int8", None, None),
+        (0.75, "uint8", 8, None),
+        (1.0, "uint8", 16, None),
+        (0.25, "uint8", 16, 16),
+        (0.75, "int8", None, 16),
+    ],
 )
-def test_tvm_kernels_equal_the_integer_reference_across_alpha(alpha, dense_input, column_dot_lanes):
+def test_tvm_kernels_equal_the_integer_reference_across_alpha(alpha, dense_input, column_dot_lanes, channel_multiple):
     """Every int8 kernel kind (first conv, depthwise s1/s2, pointwise, pool, classifier) at the
     channel counts of MobileNet α, built for this host with our default schedules; the graph
-    whose dense convolutions read int8 (Arm sdot's operands), which must compute the same; and
-    the graph whose depthwise kernels have a fourth, zero, row for a column dot product
+    whose dense convolutions read int8 (Arm sdot's operands), which must compute the same; the
+    graph whose depthwise kernels have a fourth, zero, row for a column dot product
     (schedules/cpu/depthwise_dot.py: vpdpbusd where this CPU has it and the channels fill its
-    vectors, the widening schedule elsewhere), which must too."""
+    vectors, the widening schedule elsewhere); and the graph with every layer's channels padded
+    to a multiple of 16 (α 0.25's 8 and α 0.75's 24), which must too."""
     import tvm
     from tvm import relax
 
@@ -97,19 +108,36 @@ def test_tvm_kernels_equal_the_integer_reference_across_alpha(alpha, dense_input
     data, info = calibration_inputs(None, 64, 8, seed=2)
     q = quantize_network(net, data, info)
     target = resolve_target("host").tvm_target()
-    graph = q.relax_module(dense_input, column_dot_lanes=column_dot_lanes)
+    graph = q.relax_module(dense_input, column_dot_lanes=column_dot_lanes, channel_multiple=channel_multiple)
     mod = schedule(legalize_and_fuse(simplify_for_inference(graph), target), target)
     vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=lower(target)), tvm.cpu())
     x = np.random.default_rng(5).standard_normal(config.input_shape, dtype=np.float32)
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     expected = q.reference(x)
     assert np.max(np.abs(got - expected)) <= q.logits_scale * (1 + 1e-6)  # ±1 quantum of the int8 logits
-    if column_dot_lanes:
+    if column_dot_lanes or channel_multiple:
         assert np.array_equal(got, expected)
     if dense_input == "int8":
         assert np.array_equal(got, expected)  # the offsets cancel exactly
         with pytest.raises(ValueError):
             q.relax_module("int4")
+
+
+def test_padded_channels_are_zero_and_leave_the_logits_alone():
+    """``with_channels_padded``: α 0.25's 8-channel layers become 16 channels of which 8 are always
+    0 (zero weights, zero bias); the NumPy execution of the padded graph gives the same logits."""
+    config = ModelConfig(alpha=0.25, resolution=32, num_classes=10)
+    net = build_network(config, seed=3)
+    data, info = calibration_inputs(None, 32, 4, seed=4)
+    q = quantize_network(net, data, info)
+    padded = q.with_channels_padded(16)
+    assert [c.weight.shape[3] for c in q.convs][:3] == [8, 8, 16]
+    assert all(c.weight.shape[3] % 16 == 0 and c.bias.shape == (c.weight.shape[3],) for c in padded.convs)
+    assert padded.convs[1].groups == 16 and padded.convs[2].weight.shape[2] == 16  # the depthwise layer, and the pointwise reading it
+    assert not padded.convs[0].weight[..., 8:].any() and not padded.convs[2].weight[:, :, 8:].any()
+    assert padded.with_channels_padded(16).convs[0].weight.shape == padded.convs[0].weight.shape
+    x = np.random.default_rng(6).standard_normal(config.input_shape, dtype=np.float32)
+    np.testing.assert_array_equal(padded.reference(x), q.reference(x))
 
 
 def test_rounds_before_clamping_only_where_int32_holds_every_product(tiny_quantized):

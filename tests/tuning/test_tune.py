@@ -227,10 +227,11 @@ def test_tuning_starts_from_our_default_schedules(tmp_path):
 
 
 def test_a_default_schedule_that_repacks_its_weight_in_place_is_measured(tmp_path):
-    """At α 0.25 the int8 first convolution's 8 channels take the 256-bit dot product, whose
-    default schedule repacks the weight parameter in place: measured with the task's own argument
-    shapes it failed (a shape mismatch), and the tune then kept a generic schedule twice as slow
-    as the untuned build's. Measured with the scheduled kernel's arguments, it is the first record."""
+    """The int8 first convolution's default schedule (a dot-product tile) repacks the weight
+    parameter in place: at α 0.25 (then on the 256-bit dot product; its 8 channels are padded to
+    16 now) measured with the task's own argument shapes it failed (a shape mismatch), and the
+    tune then kept a generic schedule twice as slow as the untuned build's. Measured with the
+    scheduled kernel's arguments, it is the first record."""
     from tvmc_mobilenet.tuning.database import FAILED_RUN_RECORD_SECONDS, open_tuning_database, workload_key
 
     model = ModelOptions(alpha=0.25, resolution=32, quantize="int8")
@@ -263,6 +264,31 @@ def test_int8_tune_searches_our_dot_product_space_and_the_build_stays_exact(tmp_
     tuned = [r for r in open_tuning_database(tmp_path / "db").database.get_all_tuning_records() if workload_key(r.workload.mod) in ours]
     assert len(tuned) >= len(ours)
     assert all(dot.intrinsic in str(record.trace) for record in tuned)
+    build = build_model(BuildConfig(model=model, tuning_db=tmp_path / "db", output=tmp_path / "q.tar"))
+    assert build.manifest["tuning"]["kernels_tuned"] >= len(ours)
+    assert build.verification["status"] == "passed" and build.verification["max_abs_error"] == 0
+
+
+def test_int8_tune_searches_the_depthwise_column_space_and_the_build_stays_exact(tmp_path):
+    """`tune --quantize int8` on a CPU with vpdpbusd: the depthwise kernels (4 kernel rows, see
+    schedules/cpu/depthwise_dot.py) are tuned in the column dot product's space — every record is
+    a tile of its intrinsic — and the build that applies them equals the integer reference."""
+    from tvmc_mobilenet.schedules import DEPTHWISE_SPACE
+    from tvmc_mobilenet.schedules.cpu.depthwise_dot import COLUMN_DOT_PRODUCTS
+    from tvmc_mobilenet.targets.registry import resolve_target
+    from tvmc_mobilenet.tuning.database import workload_key
+
+    host = resolve_target("host").tvm_target()
+    dot = next((d for d in COLUMN_DOT_PRODUCTS if d.available(host) and d.lanes == 16), None)
+    if dot is None:
+        pytest.skip("this CPU has no AVX-512 VNNI for the depthwise column dot product")
+    model = ModelOptions(alpha=0.5, resolution=32, quantize="int8")  # 16 to 512 channels: every layer fills the vectors
+    result = tune_model(TuneConfig(model=model, trials=16, tasks="depthwise", work_dir=tmp_path / "db", search_seed=4))
+    assert result.outcomes and all(o.task.space == DEPTHWISE_SPACE for o in result.outcomes)
+    ours = {workload_key(o.task.mod) for o in result.outcomes}
+    tuned = [r for r in open_tuning_database(tmp_path / "db").database.get_all_tuning_records() if workload_key(r.workload.mod) in ours]
+    assert len(tuned) >= len(ours)
+    assert all(dot.depthwise_intrinsic in str(record.trace) for record in tuned)
     build = build_model(BuildConfig(model=model, tuning_db=tmp_path / "db", output=tmp_path / "q.tar"))
     assert build.manifest["tuning"]["kernels_tuned"] >= len(ours)
     assert build.verification["status"] == "passed" and build.verification["max_abs_error"] == 0

@@ -99,6 +99,14 @@ def int8_dense_input(target: Target) -> str:
     return dot.data_dtype if dot is not None else "uint8"
 
 
+def int8_channel_multiple(target: Target) -> int | None:
+    """The channel multiple the int8 layers are padded to on ``target``: the lanes of its dense
+    dot product (AVX-512 VNNI: 16, so that α 0.25's 8-channel first layers run on it too), or
+    None without one."""
+    dot = dot_product_of(target)
+    return dot.lanes if dot is not None else None
+
+
 def conv_operand_dtypes(sch: s_tir.Schedule, block) -> tuple[str, ...]:
     """(data, weight, accumulator) dtypes of a convolution block."""
     stmt = sch.get(block)
