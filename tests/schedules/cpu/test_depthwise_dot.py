@@ -124,3 +124,15 @@ def test_three_row_kernels_and_float_kernels_are_left_to_the_other_rules():
     kernel = conv_kernel_of(legalize_and_fuse(three_rows.get(), ZNVER4))[1]
     assert find_conv_nhwc(tvm.s_tir.Schedule(kernel)) is not None
     assert DepthwiseDot(VNNI).apply(kernel, ZNVER4, False) is None
+
+
+def test_avx_vnni_gets_the_256_bit_column_dot_product():
+    """A CPU with AVX-VNNI and no AVX-512 (Alder Lake) takes the 8-lane form: compiled, not run
+    (this host may lack the instruction), its kernel calls the VEX-encoded vpdpbusd on ymm."""
+    layer = Int8Depthwise(24, 14, 1)  # α 0.75's 24 channels: three 8-lane vectors
+    kernel = conv_kernel_of(legalize_and_fuse(layer.relax_module(), ALDERLAKE))[1]
+    assert DepthwiseDot(VNNI).apply(kernel, ALDERLAKE, False) is None  # no AVX-512 there
+    sch = DepthwiseDot(AVX_VNNI).apply(kernel, ALDERLAKE, False)
+    assert sch is not None
+    assembly = tvm.tirx.build(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}), target=ALDERLAKE).inspect_source("asm")
+    assert re.search(r"\{vex\}\s+vpdpbusd\s+%ymm", assembly)

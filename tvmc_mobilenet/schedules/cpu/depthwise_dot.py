@@ -12,8 +12,9 @@ column is exactly one 4-byte group, and this schedule
   column are 4 consecutive vectors;
 * repacks the weights at compile time from HWIO to ``[kw][f/lanes][lanes][kh]``, one vector per
   column and channel block (a layout-rewrite block evaluated on the constant weights);
-* per output and column: one shuffle interleaves the 4 row vectors so that each lane holds its
-  channel's 4 rows (``vpermb``/``vpermt2b`` on AVX-512 VBMI), and one ``vpdpbusd`` adds them.
+* per column one shuffle interleaves its 4 row vectors so that each lane holds its channel's 4
+  rows (``vpermt2b`` on AVX-512 VBMI; LLVM shares it between the outputs that read the column),
+  and per output and column one ``vpdpbusd`` adds them.
 
 That is 3 dot products per output vector where the widening schedule (schedules/cpu/depthwise.py)
 takes 9 multiply-adds of one useful product each. A tile is ``pixels`` outputs along a row × one
@@ -89,7 +90,7 @@ def schedule_depthwise_dot(sch: s_tir.Schedule, conv_block, conv: ConvNhwc, dot:
     w_outer, w_inner = sch.split(w, factors=w_factors)
     sch.reorder(n, h, w_outer, f_outer, kw, c, w_inner, f_lanes, kh)
     cores = cores if conv.macs >= MIN_PARALLEL_MACS else 1
-    # finish_tiles vectorises the lanes loop, which the tensorization below replaces
+    # lanes 1: the tensorization below takes the lanes loop, not the vectoriser
     finish_tiles(sch, conv_block, epilogue, [n, h, w_outer, f_outer], kw, [kw, w_inner], f_lanes, 1, cores)
     tile_loop = sch.get_loops(conv_block)[0]
     sch.compute_at(patch, tile_loop, preserve_unit_loops=True)
@@ -97,10 +98,9 @@ def schedule_depthwise_dot(sch: s_tir.Schedule, conv_block, conv: ConvNhwc, dot:
     sch.vectorize(patch_loops[-1])
     for loop in patch_loops[2:-1]:
         sch.unroll(loop)
-    init = sch.get_producers(conv_block)
-    for block in init:
-        if sch.get(block).name_hint.endswith("_init"):
-            sch.vectorize(sch.get_loops(block)[-1])
+    for producer in sch.get_producers(conv_block):  # the accumulators' zeroing
+        if sch.get(producer).name_hint.endswith("_init"):
+            sch.vectorize(sch.get_loops(producer)[-1])
     sch.tensorize(f_lanes, dot.depthwise_intrinsic)
     if search:
         leave_to_this_rule(sch, patch)
