@@ -40,9 +40,12 @@ from tvmc_mobilenet.schedules.nhwc import ConvNhwc, inline_around, largest_divis
 
 #: The search's largest number of pixels along the row per tile.
 MAX_PIXELS = 14
-#: Smaller convolutions run on one core: about 4 µs of one core's dot products, less than TVM's
-#: parallel launch costs (int8 0.25-128: 0.116 → 0.094 ms, with the depthwise threshold).
-MIN_PARALLEL_MACS = 2_000_000
+#: Smaller convolutions run on one core: about 2 µs of one core's dot products, about what TVM's
+#: parallel launch costs. With everything parallel, int8 0.25-128 took 0.116 ms against 0.094 ms
+#: at a 2 M threshold (a Zen 5 host); at 2 M, its five 1 M-MAC 128×8×8 pointwise kernels took
+#: 26.1 µs on one core against 20.9 µs on two at 500 K (a Zen 4 host, ``artifacts_in_turns.py
+#: --kernels pointwise``, benchmarks/results/int8_parallel_threshold_0.25_128.json).
+MIN_PARALLEL_MACS = 500_000
 
 
 @dataclass(frozen=True)
