@@ -251,7 +251,6 @@ def test_int8_tune_searches_our_dot_product_space_and_the_build_stays_exact(tmp_
     from tvmc_mobilenet.schedules import POINTWISE_SPACE
     from tvmc_mobilenet.schedules.cpu.conv_dot import dot_product_of
     from tvmc_mobilenet.targets.registry import resolve_target
-    from tvmc_mobilenet.tuning.database import workload_key
 
     dot = dot_product_of(resolve_target("host").tvm_target())
     if dot is None:
@@ -260,13 +259,7 @@ def test_int8_tune_searches_our_dot_product_space_and_the_build_stays_exact(tmp_
     result = tune_model(TuneConfig(model=model, trials=24, tasks="conv,pointwise", work_dir=tmp_path / "db", search_seed=2))
     assert {o.task.kind.value for o in result.outcomes} == {"conv", "pointwise"}
     assert all(o.task.space == POINTWISE_SPACE for o in result.outcomes)  # the first conv too, not the generic space
-    ours = {workload_key(o.task.mod) for o in result.outcomes}
-    tuned = [r for r in open_tuning_database(tmp_path / "db").database.get_all_tuning_records() if workload_key(r.workload.mod) in ours]
-    assert len(tuned) >= len(ours)
-    assert all(dot.intrinsic in str(record.trace) for record in tuned)
-    build = build_model(BuildConfig(model=model, tuning_db=tmp_path / "db", output=tmp_path / "q.tar"))
-    assert build.manifest["tuning"]["kernels_tuned"] >= len(ours)
-    assert build.verification["status"] == "passed" and build.verification["max_abs_error"] == 0
+    _assert_every_record_uses_and_the_build_is_exact(result, dot.intrinsic, model, tmp_path)
 
 
 def test_int8_tune_searches_the_depthwise_column_space_and_the_build_stays_exact(tmp_path):
@@ -276,7 +269,6 @@ def test_int8_tune_searches_the_depthwise_column_space_and_the_build_stays_exact
     from tvmc_mobilenet.schedules import DEPTHWISE_SPACE
     from tvmc_mobilenet.schedules.cpu.depthwise_dot import COLUMN_DOT_PRODUCTS
     from tvmc_mobilenet.targets.registry import resolve_target
-    from tvmc_mobilenet.tuning.database import workload_key
 
     host = resolve_target("host").tvm_target()
     dot = next((d for d in COLUMN_DOT_PRODUCTS if d.available(host) and d.lanes == 16), None)
@@ -285,10 +277,18 @@ def test_int8_tune_searches_the_depthwise_column_space_and_the_build_stays_exact
     model = ModelOptions(alpha=0.5, resolution=32, quantize="int8")  # 16 to 512 channels: every layer fills the vectors
     result = tune_model(TuneConfig(model=model, trials=16, tasks="depthwise", work_dir=tmp_path / "db", search_seed=4))
     assert result.outcomes and all(o.task.space == DEPTHWISE_SPACE for o in result.outcomes)
+    _assert_every_record_uses_and_the_build_is_exact(result, dot.depthwise_intrinsic, model, tmp_path)
+
+
+def _assert_every_record_uses_and_the_build_is_exact(result, intrinsic: str, model: ModelOptions, tmp_path: Path) -> None:
+    """Every record of the tune's tasks is a schedule calling ``intrinsic``, and the build that
+    applies them equals the integer reference exactly."""
+    from tvmc_mobilenet.tuning.database import workload_key
+
     ours = {workload_key(o.task.mod) for o in result.outcomes}
     tuned = [r for r in open_tuning_database(tmp_path / "db").database.get_all_tuning_records() if workload_key(r.workload.mod) in ours]
     assert len(tuned) >= len(ours)
-    assert all(dot.depthwise_intrinsic in str(record.trace) for record in tuned)
+    assert all(intrinsic in str(record.trace) for record in tuned)
     build = build_model(BuildConfig(model=model, tuning_db=tmp_path / "db", output=tmp_path / "q.tar"))
     assert build.manifest["tuning"]["kernels_tuned"] >= len(ours)
     assert build.verification["status"] == "passed" and build.verification["max_abs_error"] == 0
