@@ -76,3 +76,15 @@ def test_vector_lanes_follow_the_target():
     assert vector_lanes(resolve_target("rasp4b").tvm_target()) == 4  # 128-bit NEON
     avx512 = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})
     assert vector_lanes(avx512) == 16
+
+
+@pytest.mark.parametrize(
+    "extent, lanes, expected",
+    [(56, 16, 56), (64, 16, 64), (1024, 16, 16), (1000, 16, 50), (1001, 16, 13), (127, 16, None), (4, 16, 4)],
+)
+def test_vector_width_of_an_innermost_loop(extent, lanes, expected):
+    """Whole up to 64; else a multiple of the lanes; else the largest divisor from 8 to 64 (a
+    softmax over 1,000 classes, 50 at a time); a prime extent is left scalar."""
+    from tvmc_mobilenet.schedules.cpu.generic import _vector_width
+
+    assert _vector_width(extent, lanes) == expected

@@ -36,6 +36,19 @@ def _extent(sch: s_tir.Schedule, loop) -> int | None:
     return int(extent) if isinstance(extent, tirx.IntImm) else None
 
 
+def _vector_width(extent: int, lanes: int) -> int | None:
+    """Elements of an innermost loop of ``extent`` vectorised at a time: all of them up to
+    :data:`MAX_VECTOR_EXTENT`, else a multiple of the lanes that divides it, else its largest
+    divisor from :data:`MIN_VECTOR_EXTENT` up to :data:`MAX_VECTOR_EXTENT` (1000 classes: 50), else
+    None (not vectorised)."""
+    if extent <= MAX_VECTOR_EXTENT:
+        return extent
+    if extent % lanes == 0:
+        return lanes
+    divisors = [d for d in range(MIN_VECTOR_EXTENT, MAX_VECTOR_EXTENT + 1) if extent % d == 0]
+    return max(divisors) if divisors else None
+
+
 class ParallelVectorize(ScheduleRule):
     """Parallelise and vectorise every block of a kernel that no better rule claimed."""
 
@@ -69,10 +82,11 @@ class ParallelVectorize(ScheduleRule):
         inner_extent = _extent(sch, inner)
         vector_loop = None
         if inner_extent is not None and inner_extent > 1:
-            if inner_extent <= MAX_VECTOR_EXTENT:
+            width = _vector_width(inner_extent, lanes)
+            if width == inner_extent:
                 vector_loop = inner
-            elif inner_extent % lanes == 0:
-                rest, vector_loop = sch.split(inner, factors=[None, lanes])
+            elif width is not None:
+                rest, vector_loop = sch.split(inner, factors=[None, width])
                 outer = outer + [rest]
         sch.reorder(*outer, *reduction, *([vector_loop] if vector_loop is not None else [inner]))
         # Outer spatial loops: fuse from the outside until there is enough parallel work.
@@ -85,7 +99,7 @@ class ParallelVectorize(ScheduleRule):
                 if total >= wanted:
                     break
             parallel = sch.fuse(*fused) if len(fused) > 1 else fused[0]
-            if cores > 1:
+            if cores > 1 and _extent(sch, parallel) != 1:  # one task: a parallel launch for nothing
                 sch.parallel(parallel)
         if vector_loop is not None and (_extent(sch, vector_loop) or MIN_VECTOR_EXTENT) < MIN_VECTOR_EXTENT:
             sch.unroll(vector_loop)
