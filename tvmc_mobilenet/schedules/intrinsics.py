@@ -140,26 +140,10 @@ def _column_dot(lanes: int, llvm_intrinsic: str | None):
     interleave = [k * lanes + i for i in range(lanes) for k in range(4)]
     row, weights, acc = f"uint8x{lanes}", f"int8x{4 * lanes}", f"int32x{lanes}"
 
-    if llvm_intrinsic is None:
-
-        @T.prim_func(s_tir=True)
-        def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-            s0 = T.int32()
-            A = T.match_buffer(a, (4, lanes), "uint8", offset_factor=1, strides=[s0, 1])
-            B = T.match_buffer(b, (lanes, 4), "int8", offset_factor=1)
-            C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
-            with T.sblock("root"):
-                T.reads(C[0:lanes], A[0:4, 0:lanes], B[0:lanes, 0:4])
-                T.writes(C[0:lanes])
-                for i, k in T.grid(lanes, 4):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.Cast("int32", A[vk, vi]) * T.Cast("int32", B[vi, vk])
-
-        return desc
+    describe = llvm_intrinsic is None  # a Python constant: TVMScript takes one branch when parsing
 
     @T.prim_func(s_tir=True)
-    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+    def column_dot(a: T.handle, b: T.handle, c: T.handle) -> None:
         s0 = T.int32()
         A = T.match_buffer(a, (4, lanes), "uint8", offset_factor=1, strides=[s0, 1])
         B = T.match_buffer(b, (lanes, 4), "int8", offset_factor=1)
@@ -167,15 +151,21 @@ def _column_dot(lanes: int, llvm_intrinsic: str | None):
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:4, 0:lanes], B[0:lanes, 0:4])
             T.writes(C[0:lanes])
-            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(llvm_intrinsic),
-                C.vload([0], dtype=acc),
-                T.Shuffle([A.vload([0, 0], row), A.vload([1, 0], row), A.vload([2, 0], row), A.vload([3, 0], row)], interleave),
-                B.vload([0, 0], dtype=weights),
-                dtype=acc,
-            )
+            if describe:
+                for i, k in T.grid(lanes, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.Cast("int32", A[vk, vi]) * T.Cast("int32", B[vi, vk])
+            else:
+                C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(llvm_intrinsic),
+                    C.vload([0], dtype=acc),
+                    T.Shuffle([A.vload([0, 0], row), A.vload([1, 0], row), A.vload([2, 0], row), A.vload([3, 0], row)], interleave),
+                    B.vload([0, 0], dtype=weights),
+                    dtype=acc,
+                )
 
-    return impl
+    return column_dot
 
 
 def register_depthwise_intrinsics() -> None:
