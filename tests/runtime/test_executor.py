@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tvmc_mobilenet.errors import ArtifactError, BadInputError
+from tvmc_mobilenet.runtime.arrays import aligned, readable_in_place
 from tvmc_mobilenet.runtime.artifact import open_artifact
 from tvmc_mobilenet.runtime.executor import TimingStats, compare_outputs, load_local, verify_on_reference
 
@@ -35,6 +36,41 @@ def test_timing_stats_from_known_samples():
     assert stats.median_ms == pytest.approx(2.5) and stats.mean_ms == pytest.approx(2.5)
     assert stats.min_ms == pytest.approx(1.0) and stats.max_ms == pytest.approx(4.0)
     assert stats.p90_ms == pytest.approx(3.7)
+
+
+def test_an_aligned_input_is_read_in_place_and_any_other_is_copied(tiny_artifact):
+    """The same output whether TVM reads the array in place (64-byte aligned, writeable) or
+    copies it (offset, read-only, strided); the input is never written, and each run's output is
+    an array of its own that the next run does not overwrite."""
+    art = open_artifact(tiny_artifact)
+    model = load_local(art)
+    data = art.reference_input()
+    assert readable_in_place(data)  # the artifact's input is placed to be read in place
+    kept = data.copy()
+    first = model.run(data)
+    assert np.array_equal(data, kept)
+    raw = np.empty(data.nbytes + 64, np.uint8)
+    offset = raw[(-raw.ctypes.data % 64) + 16 :][: data.nbytes].view(data.dtype).reshape(data.shape)
+    offset[...] = data
+    read_only = data.copy()
+    read_only.flags.writeable = False
+    strided = np.asfortranarray(data)
+    other = np.random.default_rng(3).standard_normal(data.shape).astype(data.dtype)
+    for variant in (offset, read_only, strided):
+        assert not readable_in_place(variant)
+        assert np.array_equal(model.run(variant), first)
+    second = model.run(other)
+    assert not np.array_equal(second, first) and np.array_equal(model.run(data), first)
+    first_again = first.copy()
+    model.run(other)
+    assert np.array_equal(first, first_again)  # the later run did not write into an earlier output
+
+
+def test_aligned_arrays():
+    for array in (np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.arange(7, dtype=np.int8), np.ones((3, 5))[:, ::2]):
+        placed = aligned(array)
+        assert readable_in_place(placed) and np.array_equal(placed, array) and placed.dtype == array.dtype
+        assert aligned(placed) is placed
 
 
 @pytest.mark.faults("bad_input")

@@ -26,6 +26,7 @@ import numpy as np
 from tvmc_mobilenet.model.preprocess import Normalisation, default_normalisation, normalisation
 from tvmc_mobilenet.errors import ArtifactError
 from tvmc_mobilenet.files import atomic_write
+from tvmc_mobilenet.runtime.arrays import aligned
 
 FORMAT_NAME = "tvmc-mobilenet-artifact"
 FORMAT_VERSION = 1
@@ -203,6 +204,6 @@ def _check_manifest(path: Path, manifest: Any, members: dict[str, bytes]) -> Non
 
 def _load_npy(artifact: Artifact, name: str) -> np.ndarray:
     try:
-        return np.load(io.BytesIO(artifact.members[name]), allow_pickle=False)
+        return aligned(np.load(io.BytesIO(artifact.members[name]), allow_pickle=False))
     except (ValueError, OSError) as exc:
         raise ArtifactError(f"artifact {str(artifact.path)!r}: {name} is not a valid .npy array ({exc})") from None

@@ -9,6 +9,7 @@ import numpy as np
 
 from tvmc_mobilenet.errors import BadInputError
 from tvmc_mobilenet.files import atomic_write
+from tvmc_mobilenet.runtime.arrays import aligned
 from tvmc_mobilenet.runtime.artifact import Artifact, npy_bytes
 from tvmc_mobilenet.runtime.executor import Comparison, TimingStats
 
@@ -18,7 +19,8 @@ def save_array(path: Path, array: np.ndarray) -> None:
 
 
 def load_input(path: Path) -> np.ndarray:
-    """A .npy tensor (no pickled objects); its shape and dtype are checked by the model."""
+    """A .npy tensor (no pickled objects), placed where the runtime reads it in place; its shape
+    and dtype are checked by the model."""
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"input file {str(path)!r} does not exist")
@@ -28,7 +30,7 @@ def load_input(path: Path) -> np.ndarray:
         raise BadInputError(f"input file {str(path)!r} is not a NumPy .npy array ({exc})") from None
     if not isinstance(array, np.ndarray):
         raise BadInputError(f"input file {str(path)!r} holds several arrays; give a single .npy array")
-    return array
+    return aligned(array)
 
 
 def top_classes(logits: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
