@@ -88,3 +88,39 @@ def test_vector_width_of_an_innermost_loop(extent, lanes, expected):
     from tvmc_mobilenet.schedules.cpu.generic import _vector_width
 
     assert _vector_width(extent, lanes) == expected
+
+
+def _softmax_module(classes: int):
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, classes), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(relax.op.nn.softmax(x)))
+        bb.emit_func_output(out)
+    return legalize_and_fuse(bb.get(), TARGET)
+
+
+@pytest.mark.parametrize("classes", [1000, 1001, 10, 4])
+def test_a_softmax_is_vectorised_on_one_core_and_exact(classes):
+    """The classifier's softmax: exp vectorised (TOPI's fast_softmax), max and sum reduced a
+    vector at a time (rfactor), no parallel launch for so little work; within 2e-6 of the largest
+    probability, as float32's own exp is, from logits of ±1 to ±50."""
+    fused = _softmax_module(classes)
+    with TARGET:
+        scheduled = default_schedule_pass(TARGET)(fused)
+    kinds, calls = set(), set()
+    for func in scheduled.functions.values():
+        if isinstance(func, tirx.PrimFunc):
+            tvm_ffi.structural_walk(func.body, [(tirx.For, lambda loop: kinds.add(loop.kind))], order="post")
+            tvm_ffi.structural_walk(func.body, [(tvm.ir.Call, lambda call: calls.add(getattr(call.op, "name", None)))], order="post")
+    assert "tirx.exp" not in calls
+    assert tirx.ForKind.PARALLEL not in kinds
+    assert (tirx.ForKind.VECTORIZED in kinds) == (classes >= 8)
+    vm = relax.VirtualMachine(tvm.compile(schedule(fused, TARGET), TARGET, relax_pipeline=lower(TARGET)), tvm.cpu())
+    rng = np.random.default_rng(classes)
+    for scale in (1, 5, 20, 50):
+        logits = (rng.standard_normal((1, classes)) * scale).astype(np.float32)
+        out = vm["main"](tvm.runtime.tensor(logits)).numpy()
+        exact = np.exp(logits.astype(np.float64) - logits.max())
+        exact /= exact.sum()
+        assert np.max(np.abs(out - exact)) <= 2e-6 * exact.max()

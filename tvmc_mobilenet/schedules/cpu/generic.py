@@ -9,7 +9,9 @@ on a multi-core SIMD CPU, without any search:
   into one elementwise pass);
 * in each remaining block the spatial loops are split in two: the outer ones are fused and run in
   parallel, the innermost spatial loop is moved inside the reduction loops and vectorised, so a
-  convolution accumulates a whole row of outputs per multiply-add instruction.
+  convolution accumulates a whole row of outputs per multiply-add instruction;
+* a reduction to a single value (a softmax's max and sum) is vectorised through ``rfactor``;
+* a block of fewer than :data:`MIN_PARALLEL_ITERATIONS` iterations stays on one core.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ MAX_VECTOR_EXTENT = 64
 MIN_VECTOR_EXTENT = 8
 #: Parallel work items per core wanted before the outer loops stop being fused.
 PARALLEL_ITEMS_PER_CORE = 8
+#: Blocks of fewer iterations run on one core: waking the pool for the 1,000 classes' scale or
+#: softmax cost more than the work (~1 µs a kernel on a 2-core Zen 4).
+MIN_PARALLEL_ITERATIONS = 4096
 
 
 def _extent(sch: s_tir.Schedule, loop) -> int | None:
@@ -76,6 +81,12 @@ class ParallelVectorize(ScheduleRule):
         reduction = [loop for loop, kind in zip(loops, kinds, strict=True) if kind == "R"]
         if not spatial:
             return
+        if reduction and all(_extent(sch, loop) == 1 for loop in spatial):
+            self._schedule_row_reduction(sch, block, reduction[-1], lanes)
+            return
+        iterations = 1
+        for loop in loops:
+            iterations *= _extent(sch, loop) or MIN_PARALLEL_ITERATIONS
         # Innermost spatial loop: vectorised, placed inside the reduction loops.
         inner = spatial[-1]
         outer = spatial[:-1]
@@ -99,7 +110,7 @@ class ParallelVectorize(ScheduleRule):
                 if total >= wanted:
                     break
             parallel = sch.fuse(*fused) if len(fused) > 1 else fused[0]
-            if cores > 1 and _extent(sch, parallel) != 1:  # one task: a parallel launch for nothing
+            if cores > 1 and _extent(sch, parallel) != 1 and iterations >= MIN_PARALLEL_ITERATIONS:
                 sch.parallel(parallel)
         if vector_loop is not None and (_extent(sch, vector_loop) or MIN_VECTOR_EXTENT) < MIN_VECTOR_EXTENT:
             sch.unroll(vector_loop)
@@ -108,3 +119,21 @@ class ParallelVectorize(ScheduleRule):
             sch.vectorize(vector_loop)
         if reduction:  # after vectorize: the update block alone is no longer a reduction block
             sch.decompose_reduction(block, reduction[0])
+
+    @staticmethod
+    def _schedule_row_reduction(sch: s_tir.Schedule, block, loop, lanes: int) -> None:
+        """A reduction to one value (a softmax's max and sum over 1,000 classes): its innermost
+        reduction loop split by the vector width and factored out (``rfactor``), so that a vector
+        of partial results is reduced at a time and the last few are reduced alone, on one core.
+        Left serial where the loop is too short to vectorise."""
+        extent = _extent(sch, loop)
+        width = _vector_width(extent, lanes) if extent else None
+        if width is None or width < MIN_VECTOR_EXTENT:
+            sch.decompose_reduction(block, sch.get_loops(block)[0])
+            return
+        outer, inner = sch.split(loop, factors=[None, width])
+        partial = sch.rfactor(inner, factor_axis=0)
+        partial_loops = sch.get_loops(partial)  # (spatial ones of extent 1, outer, inner)
+        sch.vectorize(partial_loops[-1])
+        sch.decompose_reduction(partial, partial_loops[-2])
+        sch.decompose_reduction(block, sch.get_loops(block)[0])
