@@ -36,12 +36,15 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def time_interleaved(engines: dict, seconds: float, rounds: int = 6, warmup: int = 10) -> dict:
+def time_interleaved(engines: dict, seconds: float, turn_seconds: float = 0.15, warmup: int = 10) -> dict:
     """Per engine, median/mean/p90 of single-run latencies (ms).
 
-    The engines take turns (``rounds`` turns each, ``seconds / rounds`` per turn), so that a
-    burst of load from other tenants of a shared machine hits them all alike.
+    The engines take turns of about ``turn_seconds`` each until every one has had ``seconds``, so
+    that a burst of load from other tenants of a shared machine hits them all alike. Turns are
+    short: bursts here last seconds, and with six turns of ~1 s one burst could take half of one
+    engine's samples and move its median by 2× (a 0.25-128 run on 2026-12-07).
     """
+    rounds = max(6, round(seconds / turn_seconds))
     for fn in engines.values():
         for _ in range(warmup):
             fn()

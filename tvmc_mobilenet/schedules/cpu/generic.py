@@ -32,8 +32,8 @@ MIN_VECTOR_EXTENT = 8
 #: Parallel work items per core wanted before the outer loops stop being fused.
 PARALLEL_ITEMS_PER_CORE = 8
 #: Blocks of fewer iterations run on one core: waking the pool for the 1,000 classes' scale or
-#: softmax cost more than the work (~1 µs a kernel on a 2-core Zen 4).
-MIN_PARALLEL_ITERATIONS = 4096
+#: softmax, or to sum a 4×4×256 map, cost more than the work (~0.8 µs a launch on a 2-core Zen 4).
+MIN_PARALLEL_ITERATIONS = 16384
 
 
 def _extent(sch: s_tir.Schedule, loop) -> int | None:
