@@ -18,15 +18,13 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from untuned_vs_peers import time_interleaved  # noqa: E402  (one timing method for every benchmark)
+from untuned_vs_peers import results_header, time_interleaved  # noqa: E402  (one timing method for every benchmark)
 
 
 def main() -> int:
@@ -54,18 +52,7 @@ def main() -> int:
         stats = time_interleaved(engines, args.seconds)
         for label, s in stats.items():
             print(f"{label}: median {s['median_ms']:.3f} ms", file=sys.stderr)
-    write_json(
-        args.out,
-        {
-            "benchmark": "artifacts_in_turns",
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-            "threads": args.threads,
-            "command": " ".join(["python", "benchmarks/artifacts_in_turns.py", *sys.argv[1:]]),
-            "artifacts": sources,
-            "kernels" if args.kernels else "latency": stats,
-        },
-    )
+    write_json(args.out, {**results_header("artifacts_in_turns", args.threads), "artifacts": sources, "kernels" if args.kernels else "latency": stats})
     return 0
 
 

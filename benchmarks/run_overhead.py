@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from untuned_vs_peers import time_interleaved  # noqa: E402  (one timing method for every benchmark)
+from untuned_vs_peers import results_header, time_interleaved  # noqa: E402  (one timing method for every benchmark)
 
 
 def main() -> int:
@@ -63,18 +61,8 @@ def main() -> int:
     )
     for label, s in stats.items():
         print(f"{label}: median {s['median_ms'] * 1e3:.1f} µs", file=sys.stderr)
-    write_json(
-        args.out,
-        {
-            "benchmark": "run_overhead",
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-            "threads": args.threads,
-            "command": " ".join(["python", "benchmarks/run_overhead.py", *sys.argv[1:]]),
-            "artifact": {"path": str(args.artifact), "model": artifact.manifest["model"]["name"]},
-            "latency": stats,
-        },
-    )
+    artifact_fields = {"path": str(args.artifact), "model": artifact.manifest["model"]["name"]}
+    write_json(args.out, {**results_header("run_overhead", args.threads), "artifact": artifact_fields, "latency": stats})
     return 0
 
 

@@ -36,6 +36,17 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+def results_header(benchmark: str, threads: int) -> dict:
+    """The fields every in-turns results file of ``benchmarks/`` opens with: what, when, where, how."""
+    return {
+        "benchmark": benchmark,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "threads": threads,
+        "command": " ".join(["python", f"benchmarks/{benchmark}.py", *sys.argv[1:]]),
+    }
+
+
 def time_interleaved(engines: dict, seconds: float, turn_seconds: float = 0.15, warmup: int = 10) -> dict:
     """Per engine, median/mean/p90 of single-run latencies (ms).
 
