@@ -123,6 +123,38 @@ def test_tvm_kernels_equal_the_integer_reference_across_alpha(alpha, dense_input
             q.relax_module("int4")
 
 
+@pytest.mark.parametrize("dense_input", ["uint8", "int8"])
+def test_input_codes_round_half_even_and_saturate_in_tvm(dense_input):
+    """The input's codes on this host (a float clamp, one lrint, the zero point and shift added as
+    int32): inputs a half step from a code, far outside the codes' range and infinite give the
+    NumPy reference's codes (round half to even, then clamp), so the same logits."""
+    import tvm
+    from tvm import relax
+
+    from tvmc_mobilenet.compiler.passes import legalize_and_fuse, lower, schedule, simplify_for_inference
+    from tvmc_mobilenet.targets.registry import resolve_target
+
+    config = ModelConfig(alpha=0.25, resolution=32, num_classes=10)
+    net = build_network(config, seed=3)
+    data, info = calibration_inputs(None, 32, 4, seed=4)
+    q = quantize_network(net, data, info)
+    rng = np.random.default_rng(7)
+    steps = rng.integers(-160, 160, size=config.input_shape) + 0.5  # half steps, past both ends of [-128, 127]
+    x = (steps * q.input_scale).astype(np.float32)
+    x.flat[:4] = [1e30, -1e30, np.inf, -np.inf]
+    codes = q.quantize_input(x)
+    low, high = q.input_range
+    assert codes.min() == low - q.input_zero_point and codes.max() == high - q.input_zero_point
+    target = resolve_target("host").tvm_target()
+    graph = q.relax_module(dense_input)
+    mod = schedule(legalize_and_fuse(simplify_for_inference(graph), target), target)
+    vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=lower(target)), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, q.reference(x), rtol=0, atol=q.logits_scale * (1 + 1e-6))
+    if dense_input == "int8":
+        np.testing.assert_array_equal(got, q.reference(x))  # the offsets cancel exactly
+
+
 def test_padded_channels_are_zero_and_leave_the_logits_alone():
     """``with_channels_padded``: α 0.25's 8-channel layers become 16 channels of which 8 are always
     0 (zero weights, zero bias); the NumPy execution of the padded graph gives the same logits."""

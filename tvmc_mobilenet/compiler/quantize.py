@@ -344,7 +344,7 @@ class QuantizedNetwork:
         with bb.function("main", [data]):
             with bb.dataflow():
                 first = self.convs[0]
-                x = bb.emit(self._input_codes(data, first.padding, dense_input, const))
+                x = bb.emit(self._input_codes(bb, data, first.padding, dense_input, llvm_rounding, const))
                 weight, bias = self._first_conv_operands(first, 128 + offset + self.input_zero_point)
                 acc = relax.op.nn.conv2d(
                     x, const(weight), strides=first.stride, padding=0, data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32"
@@ -395,7 +395,7 @@ class QuantizedNetwork:
         logits = relax.op.reshape(requantize(acc, weight, bias, rq, "int8" if fits_int8 else "int32"), (batch, padded))
         return relax.op.strided_slice(logits, axes=[1], begin=[0], end=[classes])
 
-    def _input_codes(self, data, padding: tuple[int, int, int, int], dense_input: str, const):
+    def _input_codes(self, bb, data, padding: tuple[int, int, int, int], dense_input: str, llvm_rounding: bool, const):
         """The input as the first convolution reads it: NHWC int8 codes (+ 128 as uint8 where the
         dense convolutions read uint8), padded with the code of a real 0 by ``padding`` (top,
         left, bottom, right) and to a fourth channel, so that each pixel is one 4-byte group of
@@ -405,12 +405,24 @@ class QuantizedNetwork:
         shift = 128 + DENSE_INPUT_OFFSETS[dense_input]  # int8 code → the dense type's: +128 to uint8
         zero = self.input_zero_point + shift  # the code of a real 0
         x = relax.op.permute_dims(data, [0, 2, 3, 1]) if self.input_layout == "NCHW" else data
-        x = relax.op.round(relax.op.multiply(x, const(np.float32(1.0 / self.input_scale))))  # half to even
-        if self.input_zero_point:
-            x = relax.op.add(x, const(np.float32(self.input_zero_point)))
-        x = relax.op.clip(x, *self.input_range)
-        if shift:
-            x = relax.op.add(x, const(np.float32(shift)))
+        x = relax.op.multiply(x, const(np.float32(1.0 / self.input_scale)))
+        if llvm_rounding:
+            # Clamp the float to the codes' range less the zero point (integers, so clamping before
+            # rounding is the same), round with one instruction (lrint, half to even), add the zero
+            # point and the shift as int32: 1.2× faster than round, float adds and a float clamp
+            # (a 128×128×3 input: 7.9 → 6.6 µs on one Zen 4 core, 4.9 → 4.2 µs on two; docs/int8.md).
+            low, high = self.input_range
+            x = relax.op.clip(x, low - self.input_zero_point, high - self.input_zero_point)
+            x = bb.emit_te(_round_to_int32, bb.emit(x), primfunc_name_hint="round_to_int32")
+            if self.input_zero_point + shift:
+                x = relax.op.add(x, const(np.int32(self.input_zero_point + shift)))
+        else:
+            x = relax.op.round(x)  # half to even
+            if self.input_zero_point:
+                x = relax.op.add(x, const(np.float32(self.input_zero_point)))
+            x = relax.op.clip(x, *self.input_range)
+            if shift:
+                x = relax.op.add(x, const(np.float32(shift)))
         x = relax.op.astype(x, dense_input)
         top, left, bottom, right = padding
         pad = [0, 0, top, bottom, left, right, 0, INPUT_CHANNEL_GROUP - self.input_channels]
