@@ -48,7 +48,7 @@ def results_header(benchmark: str, threads: int) -> dict:
 
 
 def time_interleaved(engines: dict, seconds: float, turn_seconds: float = 0.15, warmup: int = 10) -> dict:
-    """Per engine, median/mean/p90 of single-run latencies (ms).
+    """Per engine, median/mean/p10/p90 of single-run latencies (ms).
 
     The engines take turns of about ``turn_seconds`` each until every one has had ``seconds``, so
     that a burst of load from other tenants of a shared machine hits them all alike. Turns are
@@ -73,6 +73,7 @@ def time_interleaved(engines: dict, seconds: float, turn_seconds: float = 0.15, 
         out[name] = {
             "median_ms": statistics.median(values),
             "mean_ms": statistics.fmean(values),
+            "p10_ms": values[int(0.1 * (len(values) - 1))],
             "p90_ms": values[int(0.9 * (len(values) - 1))],
             "runs": len(values),
         }
