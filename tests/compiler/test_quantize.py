@@ -123,6 +123,33 @@ def test_tvm_kernels_equal_the_integer_reference_across_alpha(alpha, dense_input
             q.relax_module("int4")
 
 
+def test_depthwise_kernels_on_codes_less_128_equal_the_integer_reference():
+    """The graph Arm's ``sdot`` takes (compiler/quantize.py:_depthwise_on_codes_less_128): the
+    4-row depthwise convolutions read their uint8 codes less 128, padding included, with 128 · Σw
+    added to their biases, so every accumulator and the logits are those of the reference. Run on
+    this host's schedules (the column ``sdot`` itself runs on the emulated Pi 5:
+    tests/devices/test_emulated.py)."""
+    import tvm
+    from tvm import relax
+
+    from tvmc_mobilenet.compiler.passes import legalize_and_fuse, lower, schedule, simplify_for_inference
+    from tvmc_mobilenet.targets.registry import resolve_target
+
+    config = ModelConfig(alpha=0.5, resolution=64, num_classes=100)
+    net = build_network(config, seed=1)
+    data, info = calibration_inputs(None, 64, 8, seed=2)
+    q = quantize_network(net, data, info)
+    target = resolve_target("host").tvm_target()
+    graph = q.relax_module("int8", column_dot_lanes=16, channel_multiple=4, column_dot_input="int8")
+    assert "PaddedInput" in graph.script() and "uint8(128)" in graph.script()  # the codes less 128, made in the kernel
+    mod = schedule(legalize_and_fuse(simplify_for_inference(graph), target), target)
+    vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=lower(target)), tvm.cpu())
+    x = np.random.default_rng(5).standard_normal(config.input_shape, dtype=np.float32)
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), q.reference(x))
+    with pytest.raises(ValueError, match="column_dot_input"):
+        q.relax_module("int8", column_dot_lanes=16, column_dot_input="int4")
+
+
 @pytest.mark.parametrize("dense_input", ["uint8", "int8"])
 def test_input_codes_round_half_even_and_saturate_in_tvm(dense_input):
     """The input's codes on this host (a float clamp, one lrint, the zero point and shift added as

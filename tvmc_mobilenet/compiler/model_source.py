@@ -126,12 +126,15 @@ def _int8_graph(quantized, target):
     """The quantized network's Relax graph in the operand types and kernel shapes ``target``'s
     int8 kernels take (schedules/cpu/conv_dot.py, schedules/cpu/depthwise_dot.py)."""
     from tvmc_mobilenet.schedules.cpu.conv_dot import int8_channel_multiple
-    from tvmc_mobilenet.schedules.cpu.depthwise_dot import column_dot_lanes
+    from tvmc_mobilenet.schedules.cpu.depthwise_dot import column_dot_input, column_dot_lanes
 
     if target is None or target.kind.name != "llvm":
         return quantized.relax_module(_dense_input(target), llvm_rounding=target is None)
     return quantized.relax_module(
-        _dense_input(target), column_dot_lanes=column_dot_lanes(target), channel_multiple=int8_channel_multiple(target)
+        _dense_input(target),
+        column_dot_lanes=column_dot_lanes(target),
+        channel_multiple=int8_channel_multiple(target),
+        column_dot_input=column_dot_input(target),
     )
 
 

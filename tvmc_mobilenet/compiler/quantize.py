@@ -285,7 +285,12 @@ class QuantizedNetwork:
     # -- the same graph in Relax ---------------------------------------------------------------
 
     def relax_module(
-        self, dense_input: str = "uint8", llvm_rounding: bool = True, column_dot_lanes: int | None = None, channel_multiple: int | None = None
+        self,
+        dense_input: str = "uint8",
+        llvm_rounding: bool = True,
+        column_dot_lanes: int | None = None,
+        channel_multiple: int | None = None,
+        column_dot_input: str = "uint8",
     ) -> tvm.IRModule:
         """The integer graph as a Relax module: float32 NCHW input, float32 logits out, NHWC
         activations and HWIO weights in between (the layout our schedules are written for).
@@ -302,7 +307,10 @@ class QuantizedNetwork:
         ``column_dot_lanes`` (a CPU with a depthwise dot product: schedules/cpu/depthwise_dot.py):
         each 3×3 depthwise convolution whose channels are a multiple of it gets a fourth kernel
         row of zeros and one more row of bottom padding, so that a window column is one 4-byte
-        group of the dot product; the sums are the same.
+        group of the dot product; the sums are the same. With ``column_dot_input="int8"`` (Arm
+        ``sdot``, int8 × int8) those convolutions read their uint8 input codes less 128, the
+        padding's real zero included (:func:`_depthwise_on_codes_less_128`), and their biases gain
+        128 · Σw, so the accumulators are again the same.
 
         ``channel_multiple`` (the lanes of the CPU's dense dot product): every layer's channels
         padded to a multiple of it (:meth:`with_channels_padded`), the same logits.
@@ -310,10 +318,12 @@ class QuantizedNetwork:
         from tvm import relax
 
         if channel_multiple:
-            return self.with_channels_padded(channel_multiple).relax_module(dense_input, llvm_rounding, column_dot_lanes)
+            return self.with_channels_padded(channel_multiple).relax_module(dense_input, llvm_rounding, column_dot_lanes, None, column_dot_input)
 
         if dense_input not in DENSE_INPUT_OFFSETS:
             raise ValueError(f"dense_input must be one of {', '.join(DENSE_INPUT_OFFSETS)}, got {dense_input!r}")
+        if column_dot_input not in DENSE_INPUT_OFFSETS:
+            raise ValueError(f"column_dot_input must be one of {', '.join(DENSE_INPUT_OFFSETS)}, got {column_dot_input!r}")
         offset = DENSE_INPUT_OFFSETS[dense_input]
 
         def const(array) -> relax.Expr:
@@ -354,10 +364,15 @@ class QuantizedNetwork:
                     weight, p, bias = conv.weight, conv.padding, conv.bias
                     if conv.groups == 1 and offset:  # reads codes - 128: take -128 · Σw out again
                         bias = _offset_bias(bias, conv.weight, offset)
-                    if conv.groups != 1 and column_dot_lanes and weight.shape[:2] == (3, 3) and weight.shape[3] % column_dot_lanes == 0:
+                    column = conv.groups != 1 and column_dot_lanes and weight.shape[:2] == (3, 3) and weight.shape[3] % column_dot_lanes == 0
+                    if column:
                         weight, p = np.concatenate([weight, np.zeros_like(weight[:1])]), (p[0], p[1], p[2] + 1, p[3])
-                    acc = relax.op.nn.conv2d(x, const(weight), strides=conv.stride, padding=p, groups=conv.groups,
-                                             data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")  # fmt: skip
+                    if column and column_dot_input == "int8":  # reads codes - 128: take -128 · Σw out again
+                        bias = _offset_bias(bias, conv.weight, DENSE_INPUT_OFFSETS["int8"])
+                        acc = bb.emit_te(_depthwise_on_codes_less_128, x, const(weight), conv.stride, p, primfunc_name_hint="conv2d")
+                    else:
+                        acc = relax.op.nn.conv2d(x, const(weight), strides=conv.stride, padding=p, groups=conv.groups,
+                                                 data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")  # fmt: skip
                     shifted = conv.groups != 1 and dense_feeds(index)
                     x = bb.emit(requantize(acc, conv.weight, bias, conv.requantize, dense_input if shifted else "uint8", -offset if shifted else 0))
                 pooled = self._pool(bb, x, llvm_rounding, const)
@@ -517,6 +532,35 @@ def _scaled_fits_int32(weight: np.ndarray, bias: np.ndarray, scale: np.ndarray) 
     result is then the same as clamping first (the bounds are integers)."""
     reach = np.abs(weight.astype(np.int64)).reshape(-1, weight.shape[-1]).sum(axis=0) * 255 + np.abs(bias.astype(np.int64))
     return float(np.max(reach * scale.astype(np.float64))) < 2.0**31 * 0.999
+
+
+def _depthwise_on_codes_less_128(data, weight, stride: int, padding: tuple[int, int, int, int]):
+    """TE: the NHWC depthwise convolution of uint8 codes ``data`` as int8 codes less 128 (their
+    padding, code 0 — the real zero —, as -128) with HWIO int8 ``weight``, into int32: for Arm's
+    ``sdot``, which multiplies int8 by int8 (schedules/cpu/depthwise_dot.py). The blocks are those
+    TOPI's grouped convolution makes (``PaddedInput``, ``group_conv2d_nhwc``, one input channel
+    per group), so our schedules and task kinds see a depthwise convolution."""
+    from tvm import te, tirx
+
+    n, h, w, c = (int(d) for d in data.shape)
+    kh, kw, _, f = (int(d) for d in weight.shape)
+    top, left, bottom, right = padding
+    padded_h, padded_w = h + top + bottom, w + left + right
+
+    def padded(b, y, x, ch):
+        inside = tirx.all(y >= top, y < h + top, x >= left, x < w + left)
+        code = (data[b, y - top, x - left, ch] - tirx.const(128, "uint8")).astype("int8")  # mod 256: the byte's top bit flipped
+        return tirx.if_then_else(inside, code, tirx.const(-128, "int8"))
+
+    pad = te.compute((n, padded_h, padded_w, c), padded, name="PaddedInput")
+    ry, rx, rc = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, 1), "rc")
+    return te.compute(
+        (n, (padded_h - kh) // stride + 1, (padded_w - kw) // stride + 1, f),
+        lambda b, y, x, ch: te.sum(
+            pad[b, y * stride + ry, x * stride + rx, ch + rc].astype("int32") * weight[ry, rx, rc, ch].astype("int32"), axis=[ry, rx, rc]
+        ),
+        name="group_conv2d_nhwc",
+    )
 
 
 def _round_to_int32(x):

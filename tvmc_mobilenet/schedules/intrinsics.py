@@ -21,6 +21,10 @@ AVX_VNNI_INTRIN = "tvmc_mobilenet_dot_8x4_avxvnni"
 DEPTHWISE_VNNI_INTRIN = "tvmc_mobilenet_depthwise_16x4_vnni"
 #: The same on AVX-VNNI's 256-bit vectors (8 lanes).
 DEPTHWISE_AVX_VNNI_INTRIN = "tvmc_mobilenet_depthwise_8x4_avxvnni"
+#: Arm's ``sdot`` on one column of a depthwise window: 16 channels in 4 instructions of 4 lanes,
+#: int8 codes (the uint8 codes less 128, converted as the kernel copies its input patch;
+#: compiler/quantize.py).
+DEPTHWISE_SDOT_INTRIN = "tvmc_mobilenet_depthwise_16x4_sdot"
 #: Plain AVX2: ``vpmaddwd`` on bytes widened to 16 bits, 8 int32 lanes each adding 2 products.
 #: (``vpmaddubsw`` would take the bytes as they are, but saturates its 16-bit pair sums: 2 · 255 ·
 #: 127 > 32767 for uint8 activations.)
@@ -126,26 +130,26 @@ def register_avx2_intrinsics() -> None:
         TensorIntrin.register(AVX2_INTRIN, _dot_desc(8, 2), avx2)
 
 
-def _column_dot(lanes: int, llvm_intrinsic: str | None):
-    """``C[i] += Σk A[k, i] · B[i, k]`` for k < 4: ``lanes`` channels of 4 input rows (uint8, each
-    row contiguous, rows ``s0`` apart) times each channel's 4 kernel rows (int8, packed channel by
-    channel), into ``lanes`` int32 accumulators.
+def _column_dot(lanes: int, llvm_intrinsic: str | None, data_dtype: str = "uint8"):
+    """``C[i] += Σk A[k, i] · B[i, k]`` for k < 4: ``lanes`` channels of 4 input rows
+    (``data_dtype``, each row contiguous, rows ``s0`` apart) times each channel's 4 kernel rows
+    (int8, packed channel by channel), into ``lanes`` int32 accumulators.
 
     With ``llvm_intrinsic`` the implementation (one expression, as :func:`_broadcast_dot_impl`):
     the 4 row vectors interleaved by one shuffle so that lane ``i`` holds ``A[0..3, i]`` in its 4
-    bytes, then one ``vpdpbusd``. Without it, the description."""
+    bytes, then one dot product (``vpdpbusd``, ``sdot``). Without it, the description."""
     from tvm.script import tirx as T
 
     # byte 4i + k of the shuffled vector is row k's channel i
     interleave = [k * lanes + i for i in range(lanes) for k in range(4)]
-    row, weights, acc = f"uint8x{lanes}", f"int8x{4 * lanes}", f"int32x{lanes}"
+    row, weights, acc = f"{data_dtype}x{lanes}", f"int8x{4 * lanes}", f"int32x{lanes}"
 
     describe = llvm_intrinsic is None  # a Python constant: TVMScript takes one branch when parsing
 
     @T.prim_func(s_tir=True)
     def column_dot(a: T.handle, b: T.handle, c: T.handle) -> None:
         s0 = T.int32()
-        A = T.match_buffer(a, (4, lanes), "uint8", offset_factor=1, strides=[s0, 1])
+        A = T.match_buffer(a, (4, lanes), data_dtype, offset_factor=1, strides=[s0, 1])
         B = T.match_buffer(b, (lanes, 4), "int8", offset_factor=1)
         C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
         with T.sblock("root"):
@@ -168,16 +172,63 @@ def _column_dot(lanes: int, llvm_intrinsic: str | None):
     return column_dot
 
 
+def _column_sdot(llvm_intrinsic: str):
+    """:func:`_column_dot`'s implementation for 16 channels on Arm's 4-lane ``sdot``: the 4 rows
+    of 16 int8 codes transposed by two rounds of zips (bytes, then byte pairs) into 4 vectors of
+    4 channels × 4 rows, then one ``sdot`` per 4 channels with their 16 weight bytes."""
+    from tvm.script import tirx as T
+
+    zip_bytes = ([i // 2 + 16 * (i % 2) for i in range(16)], [8 + i // 2 + 16 * (i % 2) for i in range(16)])
+    zip_pairs = (
+        [2 * (i // 4) + i % 2 + 16 * ((i // 2) % 2) for i in range(16)],
+        [8 + 2 * (i // 4) + i % 2 + 16 * ((i // 2) % 2) for i in range(16)],
+    )
+
+    @T.prim_func(s_tir=True)
+    def column_sdot(a: T.handle, b: T.handle, c: T.handle) -> None:
+        s0 = T.int32()
+        A = T.match_buffer(a, (4, 16), "int8", offset_factor=1, strides=[s0, 1])
+        B = T.match_buffer(b, (16, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (16,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4, 0:16], B[0:16, 0:4])
+            T.writes(C[0:16])
+            C[T.ramp(T.int32(0), 1, 16)] = T.Shuffle(
+                [
+                    T.call_llvm_pure_intrin(
+                        T.llvm_lookup_intrinsic_id(llvm_intrinsic),
+                        C.vload([4 * j], dtype="int32x4"),
+                        T.Shuffle(
+                            [
+                                T.Shuffle([A.vload([0, 0], "int8x16"), A.vload([1, 0], "int8x16")], zip_bytes[j // 2]),
+                                T.Shuffle([A.vload([2, 0], "int8x16"), A.vload([3, 0], "int8x16")], zip_bytes[j // 2]),
+                            ],
+                            zip_pairs[j % 2],
+                        ),
+                        B.vload([4 * j, 0], dtype="int8x16"),
+                        dtype="int32x4",
+                    )
+                    for j in range(4)
+                ],
+                list(range(16)),
+            )
+
+    return column_sdot
+
+
 def register_depthwise_intrinsics() -> None:
-    """Register :data:`DEPTHWISE_VNNI_INTRIN` and :data:`DEPTHWISE_AVX_VNNI_INTRIN`; again is a no-op."""
+    """Register :data:`DEPTHWISE_VNNI_INTRIN`, :data:`DEPTHWISE_AVX_VNNI_INTRIN` and
+    :data:`DEPTHWISE_SDOT_INTRIN`; again is a no-op."""
     from tvm.s_tir import TensorIntrin
 
-    for name, lanes, llvm_intrinsic in (
-        (DEPTHWISE_VNNI_INTRIN, 16, "llvm.x86.avx512.vpdpbusd.512"),
-        (DEPTHWISE_AVX_VNNI_INTRIN, 8, "llvm.x86.avx512.vpdpbusd.256"),
+    for name, lanes, llvm_intrinsic, data_dtype in (
+        (DEPTHWISE_VNNI_INTRIN, 16, "llvm.x86.avx512.vpdpbusd.512", "uint8"),
+        (DEPTHWISE_AVX_VNNI_INTRIN, 8, "llvm.x86.avx512.vpdpbusd.256", "uint8"),
     ):
         if not _registered(name):
-            TensorIntrin.register(name, _column_dot(lanes, None), _column_dot(lanes, llvm_intrinsic))
+            TensorIntrin.register(name, _column_dot(lanes, None, data_dtype), _column_dot(lanes, llvm_intrinsic, data_dtype))
+    if not _registered(DEPTHWISE_SDOT_INTRIN):
+        TensorIntrin.register(DEPTHWISE_SDOT_INTRIN, _column_dot(16, None, "int8"), _column_sdot("llvm.aarch64.neon.sdot.v4i32.v16i8"))
 
 
 def register_vnni_intrinsic() -> None:

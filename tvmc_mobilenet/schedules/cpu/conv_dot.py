@@ -31,6 +31,7 @@ from tvmc_mobilenet.schedules.intrinsics import (
     AVX2_INTRIN,
     AVX_VNNI_INTRIN,
     DEPTHWISE_AVX_VNNI_INTRIN,
+    DEPTHWISE_SDOT_INTRIN,
     DEPTHWISE_VNNI_INTRIN,
     SDOT_INTRIN,
     VNNI_INTRIN,
@@ -62,6 +63,12 @@ class DotProduct:
     default_vectors: int
     registers: int = 32  # vector registers (AVX2 without AVX-512 has 16)
     depthwise_intrinsic: str | None = None  # the same instruction on a depthwise window's column (depthwise_dot.py)
+    depthwise_lanes: int | None = None  # channels that intrinsic takes, where not ``lanes`` (sdot: 4 instructions)
+
+    @property
+    def column_lanes(self) -> int:
+        """Channels per call of :attr:`depthwise_intrinsic`."""
+        return self.depthwise_lanes or self.lanes
 
     def available(self, target: Target) -> bool:
         from tvm.target import codegen
@@ -72,7 +79,18 @@ class DotProduct:
 VNNI = DotProduct(
     "vpdpbusd", VNNI_INTRIN, "uint8", lanes=16, group=4, feature="avx512vnni", max_vectors=8, default_vectors=2, depthwise_intrinsic=DEPTHWISE_VNNI_INTRIN
 )
-SDOT = DotProduct("sdot", SDOT_INTRIN, "int8", lanes=4, group=4, feature="dotprod", max_vectors=8, default_vectors=4)
+SDOT = DotProduct(
+    "sdot",
+    SDOT_INTRIN,
+    "int8",
+    lanes=4,
+    group=4,
+    feature="dotprod",
+    max_vectors=8,
+    default_vectors=4,
+    depthwise_intrinsic=DEPTHWISE_SDOT_INTRIN,
+    depthwise_lanes=16,
+)
 AVX_VNNI = DotProduct(
     "vpdpbusd (AVX-VNNI)",
     AVX_VNNI_INTRIN,

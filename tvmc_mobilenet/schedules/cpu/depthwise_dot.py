@@ -1,5 +1,5 @@
-"""int8 depthwise convolutions on a 4-byte dot product (x86 ``vpdpbusd``): one instruction per
-window column.
+"""int8 depthwise convolutions on a 4-byte dot product (x86 ``vpdpbusd``, Arm ``sdot``): one
+instruction per window column.
 
 ``vpdpbusd`` adds 4 byte products into each int32 lane. A depthwise convolution never mixes
 channels, so the 4 bytes of a lane must be 4 taps of that lane's own channel: here the 4 rows of
@@ -17,7 +17,10 @@ column is exactly one 4-byte group, and this schedule
   and per output and column one ``vpdpbusd`` adds them.
 
 That is 3 dot products per output vector where the widening schedule (schedules/cpu/depthwise.py)
-takes 9 multiply-adds of one useful product each. A tile is ``pixels`` outputs along a row × one
+takes 9 multiply-adds of one useful product each. ``sdot`` multiplies int8 by int8: for it the
+graph hands the kernel its uint8 input codes less 128, converted as the patch is copied, padding
+included (code 0, real zero, becomes -128), and adds 128 · Σw to the bias, so the sums are those
+of the uint8 codes (``QuantizedNetwork.relax_module(column_dot_input="int8")``). A tile is ``pixels`` outputs along a row × one
 vector of ``lanes`` channels, as there; the requantization epilogue runs on the tile.
 """
 
@@ -42,13 +45,27 @@ MAX_PATCH_BYTES = 1023
 COLUMN_DOT_PRODUCTS = tuple(dot for dot in DOT_PRODUCTS if dot.depthwise_intrinsic is not None)
 
 
-def column_dot_lanes(target: Target | None) -> int | None:
-    """Channels per vector of the narrowest depthwise dot product ``target`` has (a depthwise
-    convolution whose channels are a multiple of it runs on one), or None without one."""
+def column_dot_of(target: Target | None) -> DotProduct | None:
+    """The narrowest depthwise dot product ``target`` has (a depthwise convolution whose channels
+    are a multiple of its lanes runs on it), or None without one."""
     if target is None:
         return None
-    lanes = [dot.lanes for dot in COLUMN_DOT_PRODUCTS if dot.available(target)]
-    return min(lanes) if lanes else None
+    dots = [dot for dot in COLUMN_DOT_PRODUCTS if dot.available(target)]
+    return min(dots, key=lambda dot: dot.column_lanes) if dots else None
+
+
+def column_dot_lanes(target: Target | None) -> int | None:
+    """Channels per vector of :func:`column_dot_of` ``target``, or None without one."""
+    dot = column_dot_of(target)
+    return dot.column_lanes if dot is not None else None
+
+
+def column_dot_input(target: Target | None) -> str:
+    """The code type the depthwise kernels of :func:`column_dot_of` ``target`` read: uint8
+    (``vpdpbusd``, and without a column dot product) or int8 (Arm ``sdot``: the quantized graph
+    then gives them the codes less 128, ``QuantizedNetwork.relax_module(column_dot_input=…)``)."""
+    dot = column_dot_of(target)
+    return dot.data_dtype if dot is not None else "uint8"
 
 
 def max_pixels(stride: int, lanes: int) -> int:
@@ -68,7 +85,7 @@ def schedule_depthwise_dot(sch: s_tir.Schedule, conv_block, conv: ConvNhwc, dot:
     """Schedule the int8 depthwise kernel in ``sch`` on ``dot``'s column form; with ``search``
     the outputs per tile along the row are sampled. A tile is one vector of channels: a wider
     patch would not stay on the stack. Returns the epilogue block (None without one)."""
-    lanes, stride = dot.lanes, conv_stride(sch, conv_block, conv)
+    lanes, stride = dot.column_lanes, conv_stride(sch, conv_block, conv)
     # The weights, repacked once: [kw][f/lanes][lanes][kh].
     packed = sch.cache_read(conv_block, 1, "global")
     sch.transform_layout(packed, ("write", 0), lambda kh, kw, c, f: (kw, c, f // lanes, f % lanes, kh))
@@ -117,7 +134,7 @@ class DepthwiseDot(NhwcConvRule):
         self.dot = dot
 
     def matches(self, conv: ConvNhwc) -> bool:
-        return conv.is_depthwise and conv.kh == COLUMN_ROWS and conv.f % self.dot.lanes == 0
+        return conv.is_depthwise and conv.kh == COLUMN_ROWS and conv.f % self.dot.column_lanes == 0
 
     def applies(self, sch: s_tir.Schedule, block, conv: ConvNhwc, target: Target) -> bool:
         return self.matches(conv) and self.dot.available(target) and conv_operand_dtypes(sch, block) == (self.dot.data_dtype, "int8", "int32")
