@@ -17,7 +17,7 @@ from tvmc_mobilenet.schedules.cpu.depthwise_dot import MAX_PATCH_BYTES, Depthwis
 from tvmc_mobilenet.schedules.nhwc import find_conv_nhwc
 from tvmc_mobilenet.targets.registry import resolve_target
 
-from tests.schedules.kernels import HOST, RASP4B, conv_kernel_of
+from tests.schedules.kernels import HOST, RASP4B, conv_kernel_of, design_space_samples
 
 ZNVER4 = resolve_target('{"kind": "llvm", "mcpu": "znver4", "num-cores": 2}').tvm_target()
 ALDERLAKE = resolve_target('{"kind": "llvm", "mcpu": "alderlake", "num-cores": 2}').tvm_target()
@@ -183,8 +183,6 @@ def test_avx_vnni_gets_the_256_bit_column_dot_product():
 def test_the_pi_5_design_space_samples_compile():
     """Tuning for the Pi 5 searches the column sdot's tiles: sampled schedules of its design
     space pass MetaSchedule's postprocessors and build for the Cortex-A76."""
-    from tests.schedules.kernels import design_space_samples
-
     kernel = conv_kernel_of(legalize_and_fuse(Int8Depthwise(64, 56, 1).relax_module(codes_less_128=True), RASP5))[1]
     passed, rejected, trace = design_space_samples(kernel, RASP5, count=6)
     assert len(passed) == 6 and rejected == 0
