@@ -37,10 +37,8 @@ def main() -> int:
     from tvmc_mobilenet.targets.registry import resolve_target
 
     target = resolve_target("rasp5").tvm_target()
-    shapes = sorted(
-        {(s.in_channels, s.in_size, s.stride) for s in layer_specs(ModelConfig(alpha=args.alpha, resolution=args.resolution)) if s.kind == LayerKind.DEPTHWISE},
-        key=lambda shape: (-shape[1], shape[0]),
-    )
+    layers = layer_specs(ModelConfig(alpha=args.alpha, resolution=args.resolution))
+    shapes = sorted({(s.in_channels, s.in_size, s.stride) for s in layers if s.kind == LayerKind.DEPTHWISE}, key=lambda shape: (-shape[1], shape[0]))
     rows = []
     for channels, size, stride in shapes:
         row = {"channels": channels, "size": size, "stride": stride}
@@ -84,12 +82,15 @@ def tile_loop_instructions(channels: int, size: int, stride: int, column: bool, 
                 four_rows = np.concatenate([weight, np.zeros_like(weight[:1])])
                 acc = bb.emit_te(_depthwise_on_codes_less_128, x, relax.const(four_rows), stride, (1, 1, 2, 1), primfunc_name_hint="conv2d")
             else:
-                acc = relax.op.nn.conv2d(x, relax.const(weight), strides=stride, padding=1, groups=channels, data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")
+                acc = relax.op.nn.conv2d(x, relax.const(weight), strides=stride, padding=1, groups=channels,
+                                         data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")  # fmt: skip
             scaled = relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(np.float32(0.01)))
             out = bb.emit_output(relax.op.astype(relax.op.clip(relax.op.round(scaled), 0, 255), "uint8"))
         bb.emit_func_output(out)
     scheduled = schedule(legalize_and_fuse(bb.get(), target), target)
-    (kernel,) = [f for gv, f in scheduled.functions.items() if isinstance(f, tirx.PrimFunc) and "conv2d" in gv.name_hint and "weight_prepack" not in gv.name_hint]
+    (kernel,) = [
+        f for gv, f in scheduled.functions.items() if isinstance(f, tirx.PrimFunc) and "conv2d" in gv.name_hint and not gv.name_hint.endswith("weight_prepack")
+    ]
     trips = [int(n) for n in re.findall(r"in T\.parallel\((?:T\.int64\()?(\d+)", kernel.script())]
     if not trips:
         return None

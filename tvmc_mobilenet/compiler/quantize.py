@@ -318,7 +318,8 @@ class QuantizedNetwork:
         from tvm import relax
 
         if channel_multiple:
-            return self.with_channels_padded(channel_multiple).relax_module(dense_input, llvm_rounding, column_dot_lanes, None, column_dot_input)
+            padded = self.with_channels_padded(channel_multiple)
+            return padded.relax_module(dense_input, llvm_rounding, column_dot_lanes, column_dot_input=column_dot_input)
 
         if dense_input not in DENSE_INPUT_OFFSETS:
             raise ValueError(f"dense_input must be one of {', '.join(DENSE_INPUT_OFFSETS)}, got {dense_input!r}")
@@ -364,7 +365,8 @@ class QuantizedNetwork:
                     weight, p, bias = conv.weight, conv.padding, conv.bias
                     if conv.groups == 1 and offset:  # reads codes - 128: take -128 · Σw out again
                         bias = _offset_bias(bias, conv.weight, offset)
-                    column = conv.groups != 1 and column_dot_lanes and weight.shape[:2] == (3, 3) and weight.shape[3] % column_dot_lanes == 0
+                    column = conv.groups != 1 and bool(column_dot_lanes) and weight.shape[:2] == (3, 3)
+                    column = column and weight.shape[3] % column_dot_lanes == 0
                     if column:
                         weight, p = np.concatenate([weight, np.zeros_like(weight[:1])]), (p[0], p[1], p[2] + 1, p[3])
                     if column and column_dot_input == "int8":  # reads codes - 128: take -128 · Σw out again

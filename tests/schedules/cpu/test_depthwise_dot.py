@@ -46,13 +46,16 @@ class Int8Depthwise:
         with bb.function("main", [x]):
             with bb.dataflow():
                 if codes_less_128:
-                    acc = bb.emit_te(_depthwise_on_codes_less_128, x, relax.const(w4), self.stride, (top, left, bottom + 1, right), primfunc_name_hint="conv2d")
+                    padding = (top, left, bottom + 1, right)
+                    acc = bb.emit_te(_depthwise_on_codes_less_128, x, relax.const(w4), self.stride, padding, primfunc_name_hint="conv2d")
                     bias = self.bias + 128 * self.w.astype(np.int32).sum(axis=(0, 1, 2))
                 else:
                     acc = relax.op.nn.conv2d(x, relax.const(w4), strides=self.stride, padding=(top, left, bottom + 1, right),
-                                             groups=self.x.shape[3], data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")  # fmt: skip
+                                             groups=self.x.shape[3], data_layout="NHWC", kernel_layout="HWIO",
+                                             out_dtype="int32")  # fmt: skip
                     bias = self.bias
-                v = relax.op.multiply(relax.op.astype(relax.op.add(acc, relax.const(bias.astype(np.int32))), "float32"), relax.const(self.scale))
+                v = relax.op.astype(relax.op.add(acc, relax.const(bias.astype(np.int32))), "float32")
+                v = relax.op.multiply(v, relax.const(self.scale))
                 out = bb.emit_output(relax.op.astype(relax.op.clip(relax.op.round(v), 0, 255), "uint8"))
             bb.emit_func_output(out)
         return bb.get()
@@ -150,7 +153,8 @@ def test_the_column_sdot_is_exact_on_this_host_through_the_widening_schedule():
     """The int8-codes layer gives the uint8 layer's output exactly (here through the widening
     schedule: this CPU has no sdot)."""
     layer = Int8Depthwise(32, 14, 1, seed=3)
-    vm = relax.VirtualMachine(tvm.compile(schedule(legalize_and_fuse(layer.relax_module(codes_less_128=True), HOST), HOST), target=HOST, relax_pipeline=lower(HOST)), tvm.cpu())
+    scheduled = schedule(legalize_and_fuse(layer.relax_module(codes_less_128=True), HOST), HOST)
+    vm = relax.VirtualMachine(tvm.compile(scheduled, target=HOST, relax_pipeline=lower(HOST)), tvm.cpu())
     np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(layer.x)).numpy(), layer.reference())
 
 
@@ -187,5 +191,6 @@ def test_the_pi_5_design_space_samples_compile():
     passed, rejected, trace = design_space_samples(kernel, RASP5, count=6)
     assert len(passed) == 6 and rejected == 0
     assert "tvmc_mobilenet_depthwise_16x4_sdot" in str(trace)
-    assembly = tvm.tirx.build(tvm.IRModule({"main": passed[-1].mod["main"].with_attr("global_symbol", "main")}), target=RASP5).inspect_source("asm")
+    func = passed[-1].mod["main"].with_attr("global_symbol", "main")
+    assembly = tvm.tirx.build(tvm.IRModule({"main": func}), target=RASP5).inspect_source("asm")
     assert "\tsdot\t" in assembly
