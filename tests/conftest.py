@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -17,8 +18,13 @@ from tvmc_mobilenet.build import BuildConfig, build_model
 
 
 def pytest_configure(config):
-    """Keep the user's tuning databases out of the tests: a private cache directory per run."""
+    """Keep the user's tuning databases out of the tests: a private cache directory per run. And
+    give SIGINT and SIGHUP their default actions: a suite started by ``nohup``, or in the
+    background of a shell without job control, inherits them ignored, and so would every command
+    the signal tests start (a tracker that ignores the SIGHUP it is meant to stop on)."""
     config.private_cache = os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="tvmc-mobilenet-test-cache-")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def pytest_unconfigure(config):
