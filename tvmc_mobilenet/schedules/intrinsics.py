@@ -178,6 +178,10 @@ def _column_sdot(llvm_intrinsic: str):
     4 channels × 4 rows, then one ``sdot`` per 4 channels with their 16 weight bytes."""
     from tvm.script import tirx as T
 
+    # Masks over two concatenated 16-byte vectors x, y. zip_bytes: x0 y0 x1 y1 … (low halves: zip1,
+    # high: zip2); on rows (0, 1) and (2, 3) a byte pair is one channel's 2 rows. zip_pairs: the
+    # same on byte pairs, so 4 bytes are one channel's 4 rows: channels 0-3, 4-7 from the low
+    # halves, 8-11, 12-15 from the high ones.
     zip_bytes = ([i // 2 + 16 * (i % 2) for i in range(16)], [8 + i // 2 + 16 * (i % 2) for i in range(16)])
     zip_pairs = (
         [2 * (i // 4) + i % 2 + 16 * ((i // 2) % 2) for i in range(16)],
@@ -221,12 +225,12 @@ def register_depthwise_intrinsics() -> None:
     :data:`DEPTHWISE_SDOT_INTRIN`; again is a no-op."""
     from tvm.s_tir import TensorIntrin
 
-    for name, lanes, llvm_intrinsic, data_dtype in (
-        (DEPTHWISE_VNNI_INTRIN, 16, "llvm.x86.avx512.vpdpbusd.512", "uint8"),
-        (DEPTHWISE_AVX_VNNI_INTRIN, 8, "llvm.x86.avx512.vpdpbusd.256", "uint8"),
+    for name, lanes, llvm_intrinsic in (
+        (DEPTHWISE_VNNI_INTRIN, 16, "llvm.x86.avx512.vpdpbusd.512"),
+        (DEPTHWISE_AVX_VNNI_INTRIN, 8, "llvm.x86.avx512.vpdpbusd.256"),
     ):
         if not _registered(name):
-            TensorIntrin.register(name, _column_dot(lanes, None, data_dtype), _column_dot(lanes, llvm_intrinsic, data_dtype))
+            TensorIntrin.register(name, _column_dot(lanes, None), _column_dot(lanes, llvm_intrinsic))
     if not _registered(DEPTHWISE_SDOT_INTRIN):
         TensorIntrin.register(DEPTHWISE_SDOT_INTRIN, _column_dot(16, None, "int8"), _column_sdot("llvm.aarch64.neon.sdot.v4i32.v16i8"))
 
