@@ -57,9 +57,7 @@ def main() -> int:
             )
         else:
             print(f"{channels}×{size}×{size}/s{stride}: no tile loop (one core), skipped", file=sys.stderr)
-    header = results_header("arm_depthwise_instructions", 0)
-    del header["threads"]
-    write_json(args.out, {**header, "target": "rasp5", "alpha": args.alpha, "resolution": args.resolution, "layers": rows})
+    write_json(args.out, {**results_header("arm_depthwise_instructions", None), "target": "rasp5", "alpha": args.alpha, "resolution": args.resolution, "layers": rows})
     return 0
 
 

@@ -36,15 +36,17 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def results_header(benchmark: str, threads: int) -> dict:
-    """The fields every in-turns results file of ``benchmarks/`` opens with: what, when, where, how."""
-    return {
+def results_header(benchmark: str, threads: int | None) -> dict:
+    """The fields every results file of ``benchmarks/`` opens with: what, when, where, how (the
+    threads left out for a benchmark that runs nothing)."""
+    header = {
         "benchmark": benchmark,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "threads": threads,
         "command": " ".join(["python", f"benchmarks/{benchmark}.py", *sys.argv[1:]]),
     }
+    return {key: value for key, value in header.items() if value is not None}
 
 
 def time_interleaved(engines: dict, seconds: float, turn_seconds: float = 0.15, warmup: int = 10) -> dict:

@@ -19,9 +19,10 @@ column is exactly one 4-byte group, and this schedule
 That is 3 dot products per output vector where the widening schedule (schedules/cpu/depthwise.py)
 takes 9 multiply-adds of one useful product each. ``sdot`` multiplies int8 by int8: for it the
 graph hands the kernel its uint8 input codes less 128, converted as the patch is copied, padding
-included (code 0, real zero, becomes -128), and adds 128 · Σw to the bias, so the sums are those
-of the uint8 codes (``QuantizedNetwork.relax_module(column_dot_input="int8")``). A tile is ``pixels`` outputs along a row × one
-vector of ``lanes`` channels, as there; the requantization epilogue runs on the tile.
+included (code 0, real zero, becomes -128), and adds 128 · Σw to the bias, so the sums are those of
+the uint8 codes (``QuantizedNetwork.relax_module(column_dot_input="int8")``). A tile is ``pixels``
+outputs along a row × one vector of ``lanes`` channels, as there; the requantization epilogue runs
+on the tile.
 """
 
 from __future__ import annotations
